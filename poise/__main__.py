@@ -1,0 +1,7 @@
+"""``python -m poise`` runs the CLI."""
+
+import sys
+
+from poise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the poise CLI, one module each."""
