@@ -14,7 +14,6 @@ from poise.golden.equations import (
     contrastive_weight_update,
     nudge_force,
     rho,
-    rho_prime,
 )
 from poise.golden.model import EqPropModel, Result, register_model
 
@@ -26,7 +25,7 @@ def layer_inputs(
 
     ``input_drive`` is the bottom layer's drive from the clamped input (xᵀW₀, or its spike-decoded form).
     """
-    rates = [rho(s) for s in states]
+    rates = states  # ρ(s) = s on clipped states (ALGORITHMS.md §1.1)
     nets = []
     for layer, _ in enumerate(states):
         below = input_drive if layer == 0 else rates[layer - 1] @ weights[layer]
@@ -71,8 +70,8 @@ class ContinuousEqProp(EqPropModel):
         epsilon = self.spec.epsilon.table(1)[0]
         weights, biases = self.weights, self.biases
         for _ in range(steps):
-            nets = layer_inputs(states, input_drive, weights, biases)
-            drives = [rho_prime(s) * net for s, net in zip(states, nets, strict=True)]
+            # ρ'(s) = 1 on clipped states, so the drive is the net input itself.
+            drives = layer_inputs(states, input_drive, weights, biases)
             if target is not None:
                 drives[-1] = drives[-1] + nudge_force(states[-1], target, beta)
             states = [continuous_step(s, d, epsilon) for s, d in zip(states, drives, strict=True)]

@@ -135,3 +135,16 @@ class OptimalStepsize:
             self.lam = (1 - alpha) ** 2 * self.lam + alpha * alpha
         self.theta = (1 - alpha) * self.theta + alpha * observation
         return alpha
+
+
+def general_dynamics_update(
+    pre_free: np.ndarray, post_free: np.ndarray, post_nudged: np.ndarray, scale: float
+) -> np.ndarray:
+    """The single end-of-phase update of [004] Eq. 56, averaged over the batch.
+
+    ΔW = α·(∂μ/∂W)(h⁰)·(h^β − h⁰)/β; since ∂μᵢ/∂Wᵢⱼ = ρ(hⱼ) this is ΔWᵢⱼ = α·ρ(h⁰ⱼ)(h^βᵢ − h⁰ᵢ)/β
+    (ALGORITHMS.md §1.4). Returned pre × post like every weight here; ``pre_free`` is ρ(h⁰) of the
+    pre-synaptic layer, ``scale`` is α/β (its sign carries the sign of β).
+    """
+    batch = pre_free.shape[0]
+    return (scale / batch) * (pre_free.T @ (post_nudged - post_free))

@@ -109,9 +109,16 @@ class EqSpikeOptions:
 
 @dataclass(frozen=True)
 class AsymmetricOptions:
-    """Options of general-dynamics EqProp (Scellier et al. 2018) with untied feedback weights."""
+    """Options of general-dynamics EqProp (Scellier et al. 2018) with untied feedback weights.
+
+    - ``feedback_init``: feedback weights drawn ``independent`` Glorot-uniform, or the ``transpose`` of
+      the feed-forward weights (tied at the start).
+    - ``train_biases``: learn the biases by Eq. 56 with ∂μ/∂b = 1; when False they stay at zero, as in
+      the paper, whose field has no bias.
+    """
 
     feedback_init: Literal["independent", "transpose"] = "independent"
+    train_biases: bool = True
 
 
 @dataclass(frozen=True)

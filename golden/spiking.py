@@ -25,7 +25,6 @@ from poise.golden.equations import (
     predictive_decode,
     predictive_encode,
     rho,
-    rho_prime,
     sigma_delta,
     spiking_state_step,
     stochastic_encode,
@@ -200,12 +199,12 @@ class SpikingEqProp(EqPropModel):
                     net = layer.v + biases[i]
                     if i == 0 and current_in is not None:
                         net = net + current_in
-                    pressure = rho_prime(layer.s) * net
+                    pressure = net  # ρ'(s) = 1 on clipped states (ALGORITHMS.md §1.1)
                     if phase.target is not None and i == len(layers) - 1:
                         pressure = pressure + nudge_force(layer.s, phase.target, phase.beta)
                     eps = eps_table[t] if steppers is None else steppers[i].step(pressure)
                     layer.s = spiking_state_step(layer.s, pressure, eps)
-                    layer.q = encoders[i](rho(layer.s), layer, lam)
+                    layer.q = encoders[i](layer.s, layer, lam)  # ρ(s) = s on clipped states
                 if k < free_steps:
                     for i, layer in enumerate(layers):
                         counts = layer.q.sum(axis=1)

@@ -1,0 +1,115 @@
+"""Model bundles: one file that holds a network spec, its arrays and where they came from.
+
+Format (version 1): an uncompressed ``.npz`` archive (no pickles) with
+- one member per parameter array (``w0``, ``b0``, …);
+- ``__meta__``: UTF-8 JSON ``{"format": "poise-bundle", "version": 1, "spec": {...}, "info": {...},
+  "checksum": "<sha256>"}``.
+
+The checksum is the SHA-256 of the JSON of ``format``, ``version``, ``spec`` and ``info`` (sorted keys)
+followed by, for every array in name order, its name, dtype, shape and raw bytes. Loading verifies the
+format, the version, the checksum and that every array has the shape the spec needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poise.errors import PoiseError
+from poise.golden.spec import NetworkSpec
+
+FORMAT = "poise-bundle"
+VERSION = 1
+META = "__meta__"
+
+
+@dataclass
+class Bundle:
+    """A network spec, its parameter arrays and free-form provenance (``info``: training history…)."""
+
+    spec: NetworkSpec
+    params: dict[str, np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def checksum(self) -> str:
+        digest = hashlib.sha256()
+        header = {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "info": self.info}
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        for name in sorted(self.params):
+            array = np.ascontiguousarray(self.params[name])
+            digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(path: Path, bundle: Bundle) -> str:
+    """Write ``bundle`` to ``path`` atomically; returns its checksum."""
+    checksum = bundle.checksum()
+    meta = {"format": FORMAT, "version": VERSION, "spec": bundle.spec.to_dict(), "info": bundle.info,
+            "checksum": checksum}
+    arrays = {name: np.ascontiguousarray(array) for name, array in bundle.params.items()}
+    arrays[META] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
+    return checksum
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and verify a bundle; any problem is a :class:`PoiseError` naming the file and the fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoiseError(f"{path}: no such bundle file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            members = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise PoiseError(f"{path}: not a readable poise bundle ({error}); was the file truncated?") from None
+    if META not in members:
+        raise PoiseError(f"{path}: not a poise bundle (no {META} member)")
+    try:
+        meta = json.loads(members.pop(META).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PoiseError(f"{path}: the bundle's metadata is corrupt") from None
+    if meta.get("format") != FORMAT:
+        raise PoiseError(f"{path}: not a poise bundle (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise PoiseError(
+            f"{path}: bundle format version {meta.get('version')!r} is not supported by this poise "
+            f"(it reads version {VERSION}); re-export the model with a matching poise"
+        )
+    bundle = Bundle(NetworkSpec.from_dict(meta["spec"]), members, meta.get("info", {}))
+    if bundle.checksum() != meta.get("checksum"):
+        raise PoiseError(f"{path}: checksum mismatch: the bundle was modified or damaged after it was written")
+    from poise.golden.model import build_model
+
+    try:
+        build_model(bundle.spec, bundle.params)  # verifies names and shapes against the spec
+    except PoiseError as error:
+        raise PoiseError(f"{path}: {error}") from None
+    return bundle

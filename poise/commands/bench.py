@@ -1,0 +1,13 @@
+"""``poise bench``: slow, measured work that stays out of the test suite."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (slow); results go to BENCHMARKS.md")
+    sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    from poise.golden import bench
+
+    bench.register(sub)
