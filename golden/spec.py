@@ -74,7 +74,8 @@ class Schedule:
 class SpikingOptions:
     """Options of O'Connor's binary network (Eq. 14) and its spike-triggered learning rule.
 
-    - ``encoder``: ``sigma_delta`` (Eq. 11) or ``stochastic`` (Eq. 8, ``q = [a > U(0,1)]``).
+    - ``encoder``: ``sigma_delta`` (Eq. 11), ``stochastic`` (Eq. 8, ``q = [a > U(0,1)]``) or ``identity``
+      (no quantisation, q = a: the real-valued limit used to check Eq. 14 against Eq. 3).
     - ``predictive``: the λ schedule of the predictive encoder/decoder (Eqs. 12-13); ``None`` turns
       predictive coding off (identity decoder, ``a = ρ(s)``).
     - ``input_mode``: ``spike`` encodes the clamped pixels like neurons (paper and authors' code);
@@ -85,7 +86,7 @@ class SpikingOptions:
       (EqSpike Eq. 1: a pre-synaptic spike in the nudged phase moves wᵢⱼ by η·(ρⱼ − ρⱼ⁻)).
     """
 
-    encoder: Literal["sigma_delta", "stochastic"] = "sigma_delta"
+    encoder: Literal["sigma_delta", "stochastic", "identity"] = "sigma_delta"
     predictive: Schedule | None = field(default_factory=lambda: Schedule("power", 0.832, 0.584))
     input_mode: Literal["spike", "current"] = "spike"
     continue_time: bool = True
@@ -96,15 +97,18 @@ class SpikingOptions:
 class EqSpikeOptions:
     """Parameters of the EqSpike estimator (Martin et al.); every value is a documented choice."""
 
-    leak_lif: float = 0.25
+    leak_lif: float = 0.0625
     threshold: float = 1.0
     refractory_steps: int = 2
+    floor: float = -1.0
+    ceiling: float = 2.0
     leak_li: float = 0.0625
     delay: int = 8
     filter_length: int = 8
-    input_gain: float = 1.0
+    input_gain: float = 0.5
     target_rate_low: float = 0.0
-    target_rate_high: float = 0.5
+    target_rate_high: float = 1.0
+    nudge_skip: float = 0.01
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ class Encoder:
         a = rho_now if self.options.predictive is None else predictive_encode(rho_now, state.rho_prev, lam)
         if self.options.encoder == "sigma_delta":
             q, state.phi = sigma_delta(a, state.phi)
+        elif self.options.encoder == "identity":
+            q = a
         else:
             q = stochastic_encode(a, self.rng)
         state.rho_prev = rho_now
