@@ -70,6 +70,30 @@ class RunRecord:
     bias_traces: list[np.ndarray] | None = None
 
 
+class SpikeTriggeredTraces:
+    """Running sums of the spike-triggered rule over a nudged phase (EqSpike Eq. 1, see
+    :meth:`SpikingEqProp.apply_spike_triggered`): Σₜ qᵢᵗ(ρⱼᵗ − ρⱼ⁻) + (ρᵢᵗ − ρᵢ⁻)qⱼᵗ per weight."""
+
+    def __init__(self, layers: list[LayerState], weights: list[np.ndarray], biases: list[np.ndarray]) -> None:
+        self.minus = [rho(layer.s) for layer in layers]
+        self.weights = [np.zeros_like(w) for w in weights]
+        self.biases = [np.zeros_like(b) for b in biases]
+        self.first_hidden_deltas: list[np.ndarray] = []
+
+    def accumulate(self, layers: list[LayerState]) -> None:
+        deltas = [rho(layer.s) - m for layer, m in zip(layers, self.minus, strict=True)]
+        self.first_hidden_deltas.append(deltas[0])
+        for i in range(1, len(layers)):
+            self.weights[i] += layers[i - 1].q.T @ deltas[i] + deltas[i - 1].T @ layers[i].q
+        for i, delta in enumerate(deltas):
+            self.biases[i] += delta.sum(axis=0)
+
+    def finish_input_layer(self, pre: np.ndarray) -> None:
+        """Add the input→hidden term in one product; ``pre`` is (steps, B, n_in) spikes or activities."""
+        deltas = np.concatenate(self.first_hidden_deltas)
+        self.weights[0] += pre.reshape(-1, pre.shape[-1]).T @ deltas
+
+
 class Encoder:
     """Predictive encoder (Eq. 12) followed by a quantiser (Eq. 11 or Eq. 8) for one population."""
 
@@ -160,7 +184,10 @@ class SpikingEqProp(EqPropModel):
         spike_input = options.input_mode == "spike"
         spikes_in = self.input_spikes(x, t_index, lam_table, rng) if spike_input else None
         drives_in = self.input_drives(x, spikes_in) if spike_input else None
-        current_in = None if spike_input else x @ weights[0]
+        # Constant per run: bias, plus the exact input drive in current mode.
+        offsets = [b[np.newaxis, :] for b in biases]
+        if not spike_input:
+            offsets[0] = offsets[0] + x @ weights[0]
 
         layers = [LayerState.zeros(batch, n) for n in sizes]
         encoders = [Encoder(options, rng) for _ in sizes]
@@ -171,72 +198,73 @@ class SpikingEqProp(EqPropModel):
 
         record = RunRecord()
         free_steps = phases[0].steps
-        spike_count = np.zeros(batch)
-        synop_count = np.zeros(batch)
-        fan_out = [sizes[i + 1] if i + 1 < len(sizes) else 0 for i in range(len(sizes))]
-        fan_out = [f + (sizes[i - 1] if i > 0 else 0) for i, f in enumerate(fan_out)]
-        traces_w = traces_b = None
-        minus_rates: list[np.ndarray] = []
+        emitted = [np.zeros((batch, n), np.float32) for n in sizes]  # free-phase spikes per neuron
         k = 0
         for phase_number, phase in enumerate(phases):
             learning = learn_traces and phase_number == len(phases) - 1 and phase_number > 0
             if learning:
-                minus_rates = [rho(layer.s) for layer in layers]
-                traces_w = [np.zeros_like(w) for w in weights]
-                traces_b = [np.zeros_like(b) for b in biases]
-                nudge_deltas = []
+                traces = SpikeTriggeredTraces(layers, weights, biases)
             for _ in range(phase.steps):
                 t = t_index[k]
                 lam = lam_table[t]
                 # u for every layer from the previous step's spikes (synchronous update).
                 inputs = []
                 for i, layer in enumerate(layers):
-                    u = drives_in[k] if (i == 0 and spike_input) else (
-                        np.zeros_like(layer.v) if i == 0 else layers[i - 1].q @ weights[i])
+                    if i == 0:
+                        u = drives_in[k] if spike_input else np.zeros_like(layer.v)
+                    else:
+                        u = layers[i - 1].q @ weights[i]
                     if i + 1 < len(layers):
                         u = u + layers[i + 1].q @ weights[i + 1].T
                     inputs.append(u)
                 for i, (layer, u) in enumerate(zip(layers, inputs, strict=True)):
                     layer.v = u if options.predictive is None else predictive_decode(layer.v, u, lam)
-                    net = layer.v + biases[i]
-                    if i == 0 and current_in is not None:
-                        net = net + current_in
-                    pressure = net  # ρ'(s) = 1 on clipped states (ALGORITHMS.md §1.1)
+                    pressure = layer.v + offsets[i]  # ρ'(s) = 1 on clipped states (ALGORITHMS.md §1.1)
                     if phase.target is not None and i == len(layers) - 1:
                         pressure = pressure + nudge_force(layer.s, phase.target, phase.beta)
                     eps = eps_table[t] if steppers is None else steppers[i].step(pressure)
                     layer.s = spiking_state_step(layer.s, pressure, eps)
                     layer.q = encoders[i](layer.s, layer, lam)  # ρ(s) = s on clipped states
                 if k < free_steps:
-                    for i, layer in enumerate(layers):
-                        counts = layer.q.sum(axis=1)
-                        spike_count += counts
-                        synop_count += counts * fan_out[i]
-                    if spike_input:
-                        counts = spikes_in[k].sum(axis=1)
-                        spike_count += counts
-                        synop_count += counts * sizes[0]
+                    for total, layer in zip(emitted, layers, strict=True):
+                        total += layer.q
                 if learning:
-                    deltas = [rho(layer.s) - m for layer, m in zip(layers, minus_rates, strict=True)]
-                    nudge_deltas.append(deltas[0])
-                    for i in range(1, len(layers)):
-                        traces_w[i] += layers[i - 1].q.T @ deltas[i] + deltas[i - 1].T @ layers[i].q
-                    for i, delta in enumerate(deltas):
-                        traces_b[i] += delta.sum(axis=0)
+                    traces.accumulate(layers)
                 if observer is not None:
                     observer(k, [layer.s for layer in layers])
                 k += 1
             record.phase_states.append([layer.s.copy() for layer in layers])
             if learning:
-                stacked = np.concatenate(nudge_deltas)  # (steps·B, n1)
                 first = k - phase.steps
-                pre = spikes_in[first:k].reshape(-1, x.shape[1]) if spike_input else np.tile(x, (phase.steps, 1))
-                traces_w[0] += pre.T @ stacked
-        if not spike_input:
-            synop_count += (x > 0).sum(axis=1) * sizes[0]
-        record.spikes, record.synops = spike_count, synop_count
-        record.weight_traces, record.bias_traces = traces_w, traces_b
+                pre = spikes_in[first:k] if spike_input else np.broadcast_to(x, (phase.steps, *x.shape))
+                traces.finish_input_layer(pre)
+                record.weight_traces, record.bias_traces = traces.weights, traces.biases
+        record.spikes, record.synops = self.count_cost(x, emitted, spikes_in[:free_steps] if spike_input else None)
         return record
+
+    def count_cost(self, x: np.ndarray, emitted: list[np.ndarray],
+                   spikes_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Spikes and SynOps per image of a free phase (see docs/ALGORITHM_CHOICES.md).
+
+        A spike of a non-input layer reaches the next layer and, unless it is the clamped input, the
+        previous one. Input spikes reach the first hidden layer; in current mode the input costs one
+        operation per non-zero pixel per hidden neuron.
+        """
+        sizes = self.spec.layers[1:]
+        spikes = np.zeros(len(x))
+        synops = np.zeros(len(x))
+        for i, total in enumerate(emitted):
+            per_image = total.sum(axis=1, dtype=np.float64)
+            fan_out = (sizes[i + 1] if i + 1 < len(sizes) else 0) + (sizes[i - 1] if i > 0 else 0)
+            spikes += per_image
+            synops += per_image * fan_out
+        if spikes_in is not None:
+            per_image = spikes_in.sum(axis=(0, 2), dtype=np.float64)
+            spikes += per_image
+            synops += per_image * sizes[0]
+        else:
+            synops += (x > 0).sum(axis=1) * sizes[0]
+        return spikes, synops
 
     # -- the EqPropModel interface -----------------------------------------------------------------
     def infer(self, x: np.ndarray, rng: np.random.Generator | None = None) -> Result:
