@@ -74,7 +74,41 @@ def run(args: argparse.Namespace) -> int:
         results[name] = entry
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
         print(json.dumps({k: v for k, v in entry.items() if k != "curves"}, indent=1, default=str))
+    (args.out / "golden.md").write_text(report(results))
+    print(f"wrote {results_path} and {args.out / 'golden.md'}")
     return 0
+
+
+def report(results: dict[str, Any]) -> str:
+    """Markdown tables of every recorded experiment, for BENCHMARKS.md."""
+    lines = []
+    runs = [name for name in TRAINING_RUNS if name in results]
+    if runs:
+        lines += ["| run | arch | epochs | mean test error, last 3 | best | target | pass | s/epoch | "
+                  "spikes/img | SynOps/img | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name in runs:
+            r = results[name]
+            target = "—" if r["target_test_error"] is None else f"≤ {100 * r['target_test_error']:.2f}%"
+            lines.append(
+                f"| {name} | {r['arch']} | {r['epochs']} | {100 * r['mean_test_error_last_3']:.2f}% | "
+                f"{100 * r['best_test_error']:.2f}% | {target} | {r.get('pass', '—')} | {r['seconds_per_epoch']:.1f} | "
+                f"{r['spikes_per_image']:.0f} | {r['synops_per_image']:.0f} | {r['date']} |")
+        lines.append("")
+    if "convergence" in results:
+        r = results["convergence"]
+        lines += ["| convergence curve | error at t = 1000 |", "|---|---|"]
+        lines += [f"| {label} | {value:.2e} |" for label, value in r["final_error"].items()]
+        lines += ["", f"Annealed ΣΔ error(1000)/error(10) = {r['annealed_error_ratio_1000_over_10']:.4f} "
+                  f"(target ≤ 0.03); stochastic/annealed at t = 1000: {r['stochastic_over_annealed_at_1000']:.1f}× "
+                  f"(target > 10×); pass: {r['pass']} ({r['date']}).", ""]
+    if "speed" in results:
+        r = results["speed"]
+        lines += [f"GEMM throughput measured in the same run: {r['gemm_gflops']:.1f} GFLOP/s ({r['date']}).", "",
+                  "| model | s per 60k epoch | GEMM bound (s) | ratio |", "|---|---|---|---|"]
+        lines += [f"| {name} | {row['seconds_per_epoch']:.1f} | {row['gemm_bound_seconds']:.1f} | {row['ratio']:.1f} |"
+                  for name, row in r["models"].items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
 # -- convergence to the continuous fixed point ----------------------------------------------------------
