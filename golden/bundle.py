@@ -60,6 +60,7 @@ def atomic_write(path: Path, write: Any) -> None:
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            Path(temporary).chmod(0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -67,6 +68,13 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_bundle(path: Path, bundle: Bundle) -> str:
@@ -85,17 +93,23 @@ def load_bundle(path: Path) -> Bundle:
     path = Path(path)
     if not path.is_file():
         raise PoiseError(f"{path}: no such bundle file")
+    with path.open("rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise PoiseError(f"{path}: not a poise bundle (the file is not an .npz/zip archive)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # np.load leaks the file it opened when the zip is unreadable, so open (and close) it here.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:
             members = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise PoiseError(f"{path}: not a readable poise bundle ({error}); was the file truncated?") from None
+        raise PoiseError(f"{path}: not a readable poise bundle ({error}); is the file damaged or truncated?") from None
     if META not in members:
         raise PoiseError(f"{path}: not a poise bundle (no {META} member)")
     try:
         meta = json.loads(members.pop(META).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise PoiseError(f"{path}: the bundle's metadata is corrupt") from None
+    if not isinstance(meta, dict):
+        raise PoiseError(f"{path}: the bundle's metadata is corrupt (not a JSON object)")
     if meta.get("format") != FORMAT:
         raise PoiseError(f"{path}: not a poise bundle (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
@@ -103,7 +117,11 @@ def load_bundle(path: Path) -> Bundle:
             f"{path}: bundle format version {meta.get('version')!r} is not supported by this poise "
             f"(it reads version {VERSION}); re-export the model with a matching poise"
         )
-    bundle = Bundle(NetworkSpec.from_dict(meta["spec"]), members, meta.get("info", {}))
+    try:
+        spec = NetworkSpec.from_dict(meta["spec"])
+    except (PoiseError, KeyError, TypeError, ValueError) as error:
+        raise PoiseError(f"{path}: the bundle's network spec is unreadable ({error})") from None
+    bundle = Bundle(spec, members, meta.get("info", {}))
     if bundle.checksum() != meta.get("checksum"):
         raise PoiseError(f"{path}: checksum mismatch: the bundle was modified or damaged after it was written")
     from poise.golden.model import build_model

@@ -8,8 +8,8 @@ A run directory holds:
 - ``learning_curve.png``.
 
 Every random choice of epoch ``e`` (shuffle, β signs, stochastic encoders) comes from a generator seeded
-with ``(spec.seed, e)``, so a run resumed from the checkpoint of epoch ``e − 1`` continues exactly as the
-uninterrupted run would have.
+with ``(spec.seed, e, 0)`` (the test-set evaluation after it: ``(spec.seed, e, 1)``), so a run resumed from
+the checkpoint of epoch ``e − 1`` continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -98,8 +98,9 @@ def as_input(images: np.ndarray) -> np.ndarray:
     return to_unit_interval(images) if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
 
 
-def epoch_rng(spec: NetworkSpec, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, epoch])
+def epoch_rng(spec: NetworkSpec, epoch: int, stream: int = 0) -> np.random.Generator:
+    """The generator of epoch ``epoch``: ``stream`` 0 trains, 1 evaluates (seed entropy must be non-negative)."""
+    return np.random.default_rng([spec.seed, epoch, stream])
 
 
 def train_epoch(
@@ -154,20 +155,26 @@ def train(
     history: list[dict[str, Any]] = []
     model = build_model(spec)
     checkpoint = out_dir / CHECKPOINT
+    info_base = {"dataset": dataset.name, "train_images": len(train_x), "test_images": len(test_x)}
     if resume:
         if not checkpoint.exists():
             raise PoiseError(f"{checkpoint}: nothing to resume; start without --resume")
         saved = load_bundle(checkpoint)
         if saved.spec != spec:
             raise PoiseError(f"{checkpoint}: was trained with a different spec; resume with the same options")
+        trained_on = {key: saved.info.get(key) for key in info_base}
+        if trained_on != info_base:
+            raise PoiseError(
+                f"{checkpoint}: was trained on {trained_on} but this run uses {info_base}; resume with the same "
+                "dataset and limits"
+            )
         model = build_model(saved.spec, saved.params)
         history = list(saved.info.get("history", []))
         log(f"resuming after epoch {len(history)}")
     write_metrics(out_dir, history)
-    info_base = {"dataset": dataset.name, "train_images": len(train_x), "test_images": len(test_x)}
     for epoch in range(len(history) + 1, epochs + 1):
         train_error, seconds = train_epoch(model, train_x, train_y, epoch, progress)
-        result = evaluate(model, test_x, test_y, rng=epoch_rng(spec, -epoch), progress=progress)
+        result = evaluate(model, test_x, test_y, rng=epoch_rng(spec, epoch, 1), progress=progress)
         row = {
             "epoch": epoch,
             "test_error": result.error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from poise.errors import PoiseError
 from poise.golden.data import load_dataset
 from poise.golden.spec import MODEL_KINDS, NetworkSpec, Schedule, default_spec, parse_arch
 
@@ -22,17 +23,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="run directory (default runs/MODEL-ARCH-DATASET)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     add_spec_options(parser)
-    parser.add_argument("--train-limit", type=int, help="train on the first N images only")
-    parser.add_argument("--test-limit", type=int, help="test on the first N images only")
+    parser.add_argument("--train-limit", type=positive_int, help="train on the first N images only")
+    parser.add_argument("--test-limit", type=positive_int, help="test on the first N images only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     """Options that override fields of the model's default spec."""
     group = parser.add_argument_group("network spec (defaults depend on --model)")
     group.add_argument("--steps", help="free and nudged phase lengths, e.g. 100,50")
-    group.add_argument("--epsilon", type=Schedule.parse, help="ε schedule: 0.5, 0.843/t^0.0923 or osa:0.0346")
+    group.add_argument("--epsilon", help="ε schedule: 0.5, 0.843/t^0.0923 or osa:0.0346")
     group.add_argument("--beta", type=float)
     group.add_argument("--fixed-beta-sign", action="store_true", help="do not draw a random sign of β per batch")
     group.add_argument("--lr", help="per-layer learning rates, comma separated")
@@ -52,18 +64,26 @@ def spec_from_args(args: argparse.Namespace) -> NetworkSpec:
     changes: dict = {}
     if args.steps:
         free, _, nudge = args.steps.partition(",")
-        changes.update(steps_free=int(free), steps_nudge=int(nudge or spec.steps_nudge))
+        try:
+            changes.update(steps_free=int(free), steps_nudge=int(nudge or spec.steps_nudge))
+        except ValueError:
+            raise PoiseError(f"cannot read --steps {args.steps!r}: write FREE,NUDGED like 100,50") from None
     if args.epsilon is not None:
-        changes["epsilon"] = args.epsilon
+        changes["epsilon"] = Schedule.parse(args.epsilon)
     if args.beta is not None:
         changes["beta"] = args.beta
     if args.fixed_beta_sign:
         changes["random_beta_sign"] = False
     if args.lr:
-        changes["learning_rates"] = tuple(float(value) for value in args.lr.split(","))
+        try:
+            changes["learning_rates"] = tuple(float(value) for value in args.lr.split(","))
+        except ValueError:
+            raise PoiseError(f"cannot read --lr {args.lr!r}: write one rate per weight layer, like 0.1,0.05") from None
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
     if args.seed is not None:
+        if args.seed < 0:
+            raise PoiseError(f"--seed must be a non-negative integer, not {args.seed}")
         changes["seed"] = args.seed
     if spec.spiking is not None:
         options: dict = {}
