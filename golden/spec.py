@@ -159,6 +159,8 @@ class NetworkSpec:
             )
         if self.steps_free < 1 or self.steps_nudge < 0 or self.batch_size < 1:
             raise PoiseError("steps_free and batch_size must be positive, steps_nudge non-negative")
+        if self.seed < 0:
+            raise PoiseError(f"seed {self.seed} is negative; random generators need a seed >= 0")
 
     @property
     def arch(self) -> str:
