@@ -101,6 +101,11 @@ def report(results: dict[str, Any]) -> str:
                 f"{100 * r['best_test_error']:.2f}% | {target} | {r.get('pass', '—')} | {r['seconds_per_epoch']:.1f} | "
                 f"{r['spikes_per_image']:.0f} | {r['synops_per_image']:.0f} | {r['date']} |")
         lines.append("")
+    if "asymmetric" in results and "alignment_final" in results["asymmetric"]:
+        r = results["asymmetric"]
+        lines += ["Feed-forward/feedback alignment of the asymmetric run, cos tr(W·F) per pair with feedback: "
+                  f"{', '.join(f'{v:.3f}' for v in r['alignment_initial'])} before training, "
+                  f"{', '.join(f'{v:.3f}' for v in r['alignment_final'])} after.", ""]
     if "convergence" in results:
         r = results["convergence"]
         lines += ["| convergence curve | error at t = 1000 |", "|---|---|"]
