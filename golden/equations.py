@@ -60,7 +60,8 @@ def sigma_delta(a: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """Sigma-delta encoder, [000] Eq. 11: q = [φ + a > ½], φ ← φ + a − q. Returns (q, φ)."""
     total = phi + a
     q = (total > 0.5).astype(a.dtype)
-    return q, total - q
+    total -= q  # a fresh array: updating it in place saves an allocation per step
+    return q, total
 
 
 def stochastic_encode(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
