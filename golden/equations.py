@@ -77,7 +77,10 @@ def contrastive_weight_update(
     Δw = (η/β)·(ρ(sᵢ⁺)ρ(sⱼ⁺) − ρ(sᵢ⁻)ρ(sⱼ⁻)); ``scale`` is η/β (its sign carries the sign of β).
     """
     batch = pre_plus.shape[0]
-    return (scale / batch) * (pre_plus.T @ post_plus - pre_minus.T @ post_minus)
+    # One product over both phases, [ρᵢ⁺ ρᵢ⁻]ᵀ·[cρⱼ⁺; −cρⱼ⁻], so no weight-sized temporaries are made.
+    pre = np.concatenate([pre_plus, pre_minus])
+    post = np.concatenate([post_plus, -post_minus]) * np.float32(scale / batch)
+    return pre.T @ post
 
 
 def contrastive_bias_update(post_plus: np.ndarray, post_minus: np.ndarray, scale: float) -> np.ndarray:
