@@ -206,14 +206,14 @@ def gemm_throughput(seconds: float = 2.0) -> float:
 def epoch_flops(spec: NetworkSpec, active_inputs: float) -> float:
     """Floating-point operations of the unavoidable matrix products of one 60k epoch.
 
-    Continuous and current-mode: xᵀW₀ once per image plus every other layer product per step.
-    Spike mode: the input drive is a product per step, over the pixels that spike in the batch
-    (``active_inputs``, measured).
+    Continuous and current-mode: xᵀW₀ once per image plus every other layer product per step (both
+    directions; untied weights have as many). Spike mode and EqSpike: the input drive is a product per
+    step, over the pixels that can spike in each image (``active_inputs``, measured). Learning is not counted.
     """
     layers = spec.layers
     steps = spec.steps_free + spec.steps_nudge
     upper = sum(2 * 2 * layers[i] * layers[i + 1] for i in range(1, len(layers) - 1))  # both directions
-    spike_input = spec.spiking is not None and spec.spiking.input_mode == "spike"
+    spike_input = spec.model == "eqspike" or (spec.spiking is not None and spec.spiking.input_mode == "spike")
     first = 2 * active_inputs * layers[1] * (steps - 1) if spike_input else 2 * layers[0] * layers[1]
     return 60000 * (first + upper * steps)
 
@@ -230,6 +230,10 @@ def speed(images: int = 2000) -> dict[str, Any]:
         "continuous": default_spec("continuous"),
         "spiking (spike input)": default_spec("spiking"),
         "spiking (current input)": default_spec("spiking").replace(spiking=SpikingOptions(input_mode="current")),
+        "spiking, spike-triggered rule": default_spec("spiking").replace(
+            spiking=SpikingOptions(rule="spike_triggered")),
+        "eqspike 784-300-10, batch 20": default_spec("eqspike", (784, 300, 10)).replace(batch_size=20),
+        "asymmetric": default_spec("asymmetric"),
     }
     for name, spec in configs.items():
         model = build_model(spec)
@@ -238,8 +242,7 @@ def speed(images: int = 2000) -> dict[str, Any]:
         for first in range(0, images, spec.batch_size):
             model.train_batch(x[first:first + spec.batch_size], y[first:first + spec.batch_size], rng)
         seconds = (time.perf_counter() - start) * 60000 / images
-        active = float(np.mean([(x[i:i + spec.batch_size] > 0).any(axis=0).sum()
-                                for i in range(0, images, spec.batch_size)]))
+        active = float((x > 0).sum(axis=1).mean())  # pixels that can spike, per image
         bound = epoch_flops(spec, active) / flops_per_second
         rows[name] = {"seconds_per_epoch": seconds, "gemm_bound_seconds": bound, "ratio": seconds / bound}
     return {"gemm_gflops": flops_per_second / 1e9, "models": rows}
