@@ -156,7 +156,8 @@ class NetworkSpec:
     """Everything that defines a layered EqProp network and how it is trained.
 
     ``layers`` counts neurons per layer, input first (``784, 500, 10``). Weight layer ``l`` connects
-    layer ``l`` to layer ``l + 1`` and has learning rate ``learning_rates[l]``.
+    layer ``l`` to layer ``l + 1`` and has learning rate ``learning_rates[l]`` in the first epoch, times
+    ``learning_rate_decay`` for every later epoch (1 keeps the rates constant, as in the papers).
     """
 
     model: ModelKind = "continuous"
@@ -169,6 +170,7 @@ class NetworkSpec:
     learning_rates: tuple[float, ...] = (0.1, 0.05)
     batch_size: int = 20
     seed: int = 0
+    learning_rate_decay: float = 1.0
     spiking: SpikingOptions | None = None
     eqspike: EqSpikeOptions | None = None
     asymmetric: AsymmetricOptions | None = None
@@ -187,6 +189,8 @@ class NetworkSpec:
             raise PoiseError("steps_free and batch_size must be positive, steps_nudge non-negative")
         if self.seed < 0:
             raise PoiseError(f"seed {self.seed} is negative; random generators need a seed >= 0")
+        if not 0 < self.learning_rate_decay <= 1:
+            raise PoiseError(f"learning-rate decay {self.learning_rate_decay} must lie in (0, 1]")
 
     @property
     def arch(self) -> str:
@@ -198,6 +202,13 @@ class NetworkSpec:
 
     def replace(self, **changes: Any) -> NetworkSpec:
         return dataclasses.replace(self, **changes)
+
+    def for_epoch(self, epoch: int) -> NetworkSpec:
+        """The spec that trains epoch ``epoch`` (1-based): learning rates × decay^(epoch − 1)."""
+        if self.learning_rate_decay == 1:
+            return self
+        factor = self.learning_rate_decay ** (epoch - 1)
+        return self.replace(learning_rates=tuple(rate * factor for rate in self.learning_rates))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -173,6 +173,7 @@ def train(
         log(f"resuming after epoch {len(history)}")
     write_metrics(out_dir, history)
     for epoch in range(len(history) + 1, epochs + 1):
+        model.spec = spec.for_epoch(epoch)
         train_error, seconds = train_epoch(model, train_x, train_y, epoch, progress)
         result = evaluate(model, test_x, test_y, rng=epoch_rng(spec, epoch, 1), progress=progress)
         row = {

@@ -122,10 +122,25 @@ def test_train_as_a_program(tmp_path, mnist):
     check_run_directory(tmp_path, epochs=1, train_images=40, test_images=20)
 
 
+def test_learning_rate_decay_scales_the_second_epoch(tmp_path, mnist):
+    """Epoch 1 is the same with and without decay; epoch 2 with decay d moves the weights by about d times as much."""
+    runs = {}
+    for decay in ("1", "0.25"):
+        out = tmp_path / decay
+        train(out, CONTINUOUS, "--epochs", 1, "--lr-decay", decay)
+        first = load_bundle(out / "checkpoint.npz").params["w1"].copy()
+        train(out, CONTINUOUS, "--epochs", 2, "--lr-decay", decay, "--resume")
+        runs[decay] = first, load_bundle(out / "model.npz").params["w1"]
+    assert runs["1"][0].tobytes() == runs["0.25"][0].tobytes()
+    ratio = np.linalg.norm(runs["0.25"][1] - runs["0.25"][0]) / np.linalg.norm(runs["1"][1] - runs["1"][0])
+    assert 0.15 < ratio < 0.4
+
+
 # --- resume ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [CONTINUOUS, STOCHASTIC], ids=["continuous", "spiking-stochastic"])
+@pytest.mark.parametrize("args", [CONTINUOUS, STOCHASTIC, [*CONTINUOUS, "--lr-decay", "0.5"]],
+                         ids=["continuous", "spiking-stochastic", "continuous-lr-decay"])
 def test_resume_equals_an_uninterrupted_run(tmp_path, args, mnist):
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(whole, args, "--epochs", 2)
@@ -319,6 +334,7 @@ def test_bad_train_options(tmp_path, args, status, message):
         pytest.param(["--arch", "784-abc-10"], "784-abc-10", id="arch"),
         pytest.param(["--lr", "0.1"], "learning rates", id="lr-count"),
         pytest.param(["--lr", "x,y"], "--lr", id="lr-text"),
+        pytest.param(["--lr-decay", "1.5"], "decay", id="lr-decay"),
     ],
 )
 def test_bad_train_options_as_a_program(tmp_path, args, message):

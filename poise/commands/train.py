@@ -48,6 +48,7 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--beta", type=float)
     group.add_argument("--fixed-beta-sign", action="store_true", help="do not draw a random sign of β per batch")
     group.add_argument("--lr", help="per-layer learning rates, comma separated")
+    group.add_argument("--lr-decay", type=float, help="multiply the learning rates by this after every epoch")
     group.add_argument("--batch-size", type=int)
     group.add_argument("--seed", type=int)
     spiking = parser.add_argument_group("spiking model")
@@ -79,6 +80,8 @@ def spec_from_args(args: argparse.Namespace) -> NetworkSpec:
             changes["learning_rates"] = tuple(float(value) for value in args.lr.split(","))
         except ValueError:
             raise PoiseError(f"cannot read --lr {args.lr!r}: write one rate per weight layer, like 0.1,0.05") from None
+    if args.lr_decay is not None:
+        changes["learning_rate_decay"] = args.lr_decay
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
     if args.seed is not None:
