@@ -3,11 +3,12 @@
 Format (version 1): an uncompressed ``.npz`` archive (no pickles) with
 - one member per parameter array (``w0``, ``b0``, …);
 - ``__meta__``: UTF-8 JSON ``{"format": "poise-bundle", "version": 1, "spec": {...}, "info": {...},
-  "checksum": "<sha256>"}``.
+  "checksum": "<sha256>"}``, plus ``"fixed": {...}`` (a :class:`FixedPointSpec`) when the bundle has one.
 
-The checksum is the SHA-256 of the JSON of ``format``, ``version``, ``spec`` and ``info`` (sorted keys)
-followed by, for every array in name order, its name, dtype, shape and raw bytes. Loading verifies the
-format, the version, the checksum and that every array has the shape the spec needs.
+The checksum is the SHA-256 of the JSON of ``format``, ``version``, ``spec``, ``info`` and, if present,
+``fixed`` (sorted keys, as stored in the file) followed by, for every array in name order, its name, dtype,
+shape and raw bytes. Loading verifies the format, the version, the checksum and that every array has the
+shape the spec needs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from poise.errors import PoiseError
+from poise.golden.fixed import FixedPointSpec
 from poise.golden.spec import NetworkSpec
 
 FORMAT = "poise-bundle"
@@ -33,21 +35,34 @@ META = "__meta__"
 
 @dataclass
 class Bundle:
-    """A network spec, its parameter arrays and free-form provenance (``info``: training history…)."""
+    """A network spec, its parameter arrays, free-form provenance (``info``: training history…) and optionally
+    the fixed-point spec the integer model and the RTL run it with."""
 
     spec: NetworkSpec
     params: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
+    fixed: FixedPointSpec | None = None
+
+    def header(self) -> dict[str, Any]:
+        """The JSON metadata without the checksum (``fixed`` only when present, so older bundles verify)."""
+        header = {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "info": self.info}
+        if self.fixed is not None:
+            header["fixed"] = self.fixed.to_dict()
+        return header
 
     def checksum(self) -> str:
-        digest = hashlib.sha256()
-        header = {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "info": self.info}
-        digest.update(json.dumps(header, sort_keys=True).encode())
-        for name in sorted(self.params):
-            array = np.ascontiguousarray(self.params[name])
-            digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
-            digest.update(array.tobytes())
-        return digest.hexdigest()
+        return checksum(self.header(), self.params)
+
+
+def checksum(header: dict[str, Any], params: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the metadata JSON (sorted keys) and of every array's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(params):
+        array = np.ascontiguousarray(params[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -80,8 +95,7 @@ def _umask() -> int:
 def save_bundle(path: Path, bundle: Bundle) -> str:
     """Write ``bundle`` to ``path`` atomically; returns its checksum."""
     checksum = bundle.checksum()
-    meta = {"format": FORMAT, "version": VERSION, "spec": bundle.spec.to_dict(), "info": bundle.info,
-            "checksum": checksum}
+    meta = {**bundle.header(), "checksum": checksum}
     arrays = {name: np.ascontiguousarray(array) for name, array in bundle.params.items()}
     arrays[META] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
@@ -121,8 +135,16 @@ def load_bundle(path: Path) -> Bundle:
         spec = NetworkSpec.from_dict(meta["spec"])
     except (PoiseError, KeyError, TypeError, ValueError) as error:
         raise PoiseError(f"{path}: the bundle's network spec is unreadable ({error})") from None
-    bundle = Bundle(spec, members, meta.get("info", {}))
-    if bundle.checksum() != meta.get("checksum"):
+    fixed = None
+    if meta.get("fixed") is not None:
+        try:
+            fixed = FixedPointSpec.from_dict(meta["fixed"])
+        except (PoiseError, KeyError, TypeError, ValueError) as error:
+            raise PoiseError(f"{path}: the bundle's fixed-point spec is unreadable ({error})") from None
+    bundle = Bundle(spec, members, meta.get("info", {}), fixed)
+    # Verified against the metadata as stored, so a bundle written before a spec field with a default was
+    # added still verifies.
+    if checksum({k: v for k, v in meta.items() if k != "checksum"}, members) != meta.get("checksum"):
         raise PoiseError(f"{path}: checksum mismatch: the bundle was modified or damaged after it was written")
     from poise.golden.model import build_model
 

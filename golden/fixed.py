@@ -7,9 +7,14 @@ states its rounding and saturation rule once; the RTL generator implements exact
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from poise.errors import PoiseError
+from poise.golden.spec import NetworkSpec, SpikingOptions
 
 # Widest format whose sigma-delta intermediate (width + 2 bits, see sigma_delta_fixed) fits in int64.
 MAX_WIDTH = 62
@@ -93,3 +98,228 @@ def sigma_delta_fixed(a: np.ndarray, phi: np.ndarray, fmt: FixedFormat) -> tuple
     q = (total > (fmt.one >> 1)).astype(np.int64)
     phi_new = fmt.saturate(total - q * fmt.one)  # width + 2 bits before saturation
     return q, phi_new
+
+
+# -- shared arithmetic rules ---------------------------------------------------------------------------------
+ROUNDING_RULES: tuple[str, ...] = ("half_up", "floor")
+
+
+def round_shift(raw: np.ndarray, shift: int, rounding: str = "half_up") -> np.ndarray:
+    """Divide raw integers by ``2**shift`` with the stated rule, as the RTL does after a multiply.
+
+    ``half_up``: add ``2**(shift-1)``, then arithmetic right shift (round to nearest, ties towards +∞);
+    ``floor``: arithmetic right shift only. ``shift <= 0`` is an exact left shift by ``-shift``.
+    """
+    raw = np.asarray(raw, dtype=np.int64)
+    if shift <= 0:
+        return raw << -shift
+    if rounding == "half_up":
+        return (raw + (1 << (shift - 1))) >> shift
+    if rounding == "floor":
+        return raw >> shift
+    raise ValueError(f"unknown rounding rule {rounding!r}; choose one of {', '.join(ROUNDING_RULES)}")
+
+
+def quantise(values: np.ndarray, fmt: FixedFormat) -> np.ndarray:
+    """Real values to raw integers of ``fmt``: round half up (``floor(x·2**frac + ½)``), then saturate."""
+    scaled = np.floor(np.asarray(values, dtype=np.float64) * fmt.one + 0.5)
+    return fmt.saturate(scaled).astype(np.int64)
+
+
+def format_holding(magnitude_raw: int, frac: int) -> FixedFormat:
+    """The narrowest signed format with ``frac`` fraction bits whose raw range holds ``±magnitude_raw``."""
+    return FixedFormat(max(frac + 1, int(magnitude_raw).bit_length() + 1), frac)
+
+
+# -- the fixed-point specification of the spiking network ----------------------------------------------------
+PIXEL = FixedFormat(9, 8)  # an MNIST byte p stands for x = p / 256 (raw = p; 255 → 0.996)
+
+
+@dataclass(frozen=True)
+class FixedPointSpec:
+    """Every number of the integer arithmetic of [000] Eq. 14, read by the integer golden model and the RTL.
+
+    Formats (raw integers, see :class:`FixedFormat`; every width includes a sign bit, which registers
+    that only hold non-negative values may drop):
+
+    - ``weight`` w (one format for every layer), ``bias`` b (fraction bits of ``weight``);
+    - ``pixel`` x = pixel/256;
+    - ``state`` s and ρ(sᵗ⁻¹) in [0, 1]; its ``frac`` F is shared by ``decoded`` v, ``pressure`` p and
+      ``encoder`` (a and φ), so no alignment shifts occur between neuron registers;
+    - ``accumulator`` u = Σ w·q, exact, in weight LSBs (wide enough for the column L1 norm of the weights);
+    - ``increment``: a learning increment Δw, ``weight.frac`` plus guard fraction bits;
+    - ``epsilon_format``, ``lambda_format``, ``inv_lambda_format``, ``beta_format``: the ROM words and 2|β|.
+
+    ROMs: ``epsilon_rom[t − 1]``, ``lambda_rom[t − 1]``, ``inv_lambda_rom[t − 1]`` for t = 1..T, each the
+    float schedule rounded once (half up); ``lambda_rom`` and ``inv_lambda_rom`` are None without predictive
+    coding. ``two_beta`` is 2|β| in ``beta_format`` (the nudge 2β(y − s)).
+
+    ``rounding`` applies to every multiply by a constant (λ, ε, 1/λ, 2β) and to the current-mode drive:
+    ``half_up`` adds 2^(k−1) before the arithmetic right shift by k, ``floor`` only shifts (see
+    :func:`round_shift`). Every register saturates to its format; s clips to [0, 1] ([000] Eq. 14).
+    """
+
+    weight: FixedFormat
+    bias: FixedFormat
+    pixel: FixedFormat
+    state: FixedFormat
+    accumulator: FixedFormat
+    decoded: FixedFormat
+    pressure: FixedFormat
+    encoder: FixedFormat
+    increment: FixedFormat
+    epsilon_format: FixedFormat
+    lambda_format: FixedFormat
+    inv_lambda_format: FixedFormat
+    beta_format: FixedFormat
+    epsilon_rom: tuple[int, ...]
+    lambda_rom: tuple[int, ...] | None
+    inv_lambda_rom: tuple[int, ...] | None
+    two_beta: int
+    rounding: str = "half_up"
+
+    def __post_init__(self) -> None:
+        frac = self.state.frac
+        problems = []
+        if self.rounding not in ROUNDING_RULES:
+            problems.append(f"rounding {self.rounding!r} is not one of {', '.join(ROUNDING_RULES)}")
+        if any(fmt.frac != frac for fmt in (self.decoded, self.pressure, self.encoder)):
+            problems.append("decoded, pressure and encoder must have the state's fraction bits")
+        if not (self.bias.frac == self.accumulator.frac == self.weight.frac <= frac):
+            problems.append("bias and accumulator need the weight's fraction bits, at most the state's")
+        if self.pixel.frac > frac or self.encoder.frac < 1 or self.state.max_raw < self.state.one:
+            problems.append("the state format must hold 1.0 and have at least the pixel's fraction bits")
+        if (self.lambda_rom is None) != (self.inv_lambda_rom is None):
+            problems.append("lambda_rom and inv_lambda_rom are both given or both None")
+        for name, rom, fmt in (("epsilon", self.epsilon_rom, self.epsilon_format),
+                               ("lambda", self.lambda_rom, self.lambda_format),
+                               ("inv_lambda", self.inv_lambda_rom, self.inv_lambda_format)):
+            if rom is not None and (len(rom) != len(self.epsilon_rom) or not fmt.contains(np.array(rom)).all()):
+                problems.append(f"{name}_rom must have {len(self.epsilon_rom)} entries inside {fmt}")
+        if not self.beta_format.contains(np.array(self.two_beta)):
+            problems.append(f"two_beta {self.two_beta} lies outside {self.beta_format}")
+        if problems:
+            raise ValueError("inconsistent FixedPointSpec: " + "; ".join(problems))
+
+    @property
+    def steps(self) -> int:
+        """T, the largest step counter the ROMs cover."""
+        return len(self.epsilon_rom)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FixedPointSpec:
+        """Rebuild a spec from :meth:`to_dict` output (formats as ``{"width", "frac"}``, ROMs as lists)."""
+        data = dict(data)
+        try:
+            for key, value in data.items():
+                if isinstance(value, dict):
+                    data[key] = FixedFormat(**value)
+                elif isinstance(value, list):
+                    data[key] = tuple(int(v) for v in value)
+            return cls(**data)
+        except (TypeError, ValueError) as error:
+            raise PoiseError(f"the fixed-point spec is malformed: {error}") from None
+
+
+def rom_steps(spec: NetworkSpec) -> int:
+    """T: the largest 1-based step counter of a free + nudged run of ``spec``."""
+    options = spec.spiking or SpikingOptions()
+    if options.continue_time:
+        return spec.steps_free + spec.steps_nudge
+    return max(spec.steps_free, spec.steps_nudge)
+
+
+def weight_frac(magnitude: float, width: int) -> int:
+    """The most fraction bits with which ``±magnitude`` still fits a ``width``-bit format after rounding."""
+    if magnitude <= 0:
+        return width - 1
+    frac = width - 1 - int(np.ceil(np.log2(magnitude)))
+    while np.floor(magnitude * 2.0**frac + 0.5) > (1 << (width - 1)) - 1:
+        frac -= 1
+    if frac < 0:
+        raise PoiseError(f"weights up to {magnitude:g} do not fit {width} bits with a non-negative fraction")
+    return min(frac, width - 1)
+
+
+def derive_fixed_spec(
+    spec: NetworkSpec,
+    params: dict[str, np.ndarray],
+    *,
+    weight_bits: int = 8,
+    state_frac: int = 14,
+    schedule_frac: int = 16,
+    inv_lambda_frac: int = 12,
+    increment_guard: int = 8,
+    rounding: str = "half_up",
+) -> FixedPointSpec:
+    """The fixed-point spec of the spiking network ``spec`` with trained ``params`` (w0, b0, w1, …).
+
+    One ``weight_bits`` format for all weights, with as many fraction bits as the largest |w| allows (at
+    most ``state_frac``); every other width follows from bounds so that no register can saturate:
+    |u| ≤ the largest column L1 norm of the weights a neuron sums (ALGORITHMS.md §4.1), v lies in u's range,
+    |p| ≤ |u| + |b| + |W₀ᵀx| (current mode) + 2|β|, |a|, |φ| < 2·max(1/λ) (one guard bit over the bound).
+
+    Raises
+    ------
+    PoiseError
+        If the spec is not a sigma-delta spiking network with a scheduled (non-OSA) ε.
+    """
+    options = spec.spiking
+    if spec.model != "spiking" or options is None or options.encoder != "sigma_delta":
+        raise PoiseError("the fixed-point model implements the sigma-delta spiking network only")
+    if spec.epsilon.kind == "osa":
+        raise PoiseError("the fixed-point model needs a scheduled ε (OSA needs a divider per neuron)")
+    weights = [np.asarray(params[f"w{i}"], np.float64) for i in range(len(spec.layers) - 1)]
+    biases = [np.asarray(params[f"b{i}"], np.float64) for i in range(len(spec.layers) - 1)]
+    w_max = max(float(np.abs(w).max()) for w in weights)
+    frac_w = min(weight_frac(w_max, weight_bits), state_frac)
+    weight = FixedFormat(weight_bits, frac_w)
+    raw = [np.abs(quantise(w, weight)) for w in weights]
+    bias_max = max(int(np.abs(np.floor(b * 2.0**frac_w + 0.5)).max()) for b in biases)
+    bias = format_holding(bias_max, frac_w)
+    spike_input = options.input_mode == "spike"
+    u_max = 0  # largest Σ|w| a neuron's accumulator sums, raw
+    for layer in range(len(raw)):
+        below = raw[layer].sum(axis=0) if (layer > 0 or spike_input) else 0
+        above = raw[layer + 1].sum(axis=1) if layer + 1 < len(raw) else 0
+        u_max = max(u_max, int(np.max(below + above)))
+    accumulator = format_holding(u_max, frac_w)
+    shift = state_frac - frac_w
+    drive = 0  # current mode: |W₀ᵀx| in state LSBs, rounded up
+    if not spike_input:
+        drive = (int(raw[0].sum(axis=0).max()) * PIXEL.max_raw << shift >> PIXEL.frac) + 1
+    two_beta = int(np.floor(2 * abs(spec.beta) * 2.0**schedule_frac + 0.5))
+    beta_format = format_holding(two_beta, schedule_frac)
+    p_max = (u_max << shift) + (bias_max << shift) + drive + ((1 << state_frac) * 2 * two_beta >> schedule_frac)
+    steps = rom_steps(spec)
+    schedule = FixedFormat(schedule_frac + 2, schedule_frac)
+    eps = spec.epsilon.table(steps)
+    if eps.max() > 1 or eps.min() <= 0:
+        raise PoiseError(f"ε must lie in (0, 1], but {spec.epsilon.describe()} leaves it")
+    lam_rom = inv_rom = None
+    inv_max = 1.0
+    inv_format = format_holding(1 << inv_lambda_frac, inv_lambda_frac)
+    if options.predictive is not None:
+        lam = options.predictive.table(steps)
+        if lam.max() > 1 or lam.min() <= 0:
+            raise PoiseError(f"λ must lie in (0, 1], but {options.predictive.describe()} leaves it")
+        inv = 1.0 / lam.astype(np.float64)
+        inv_max = float(inv.max())
+        inv_format = format_holding(int(np.floor(inv_max * (1 << inv_lambda_frac) + 0.5)), inv_lambda_frac)
+        lam_rom = tuple(int(v) for v in quantise(lam, schedule))
+        inv_rom = tuple(int(v) for v in quantise(inv, inv_format))
+    return FixedPointSpec(
+        weight=weight, bias=bias, pixel=PIXEL,
+        state=FixedFormat(state_frac + 2, state_frac),
+        accumulator=accumulator,
+        decoded=format_holding(u_max << shift, state_frac),
+        pressure=format_holding(p_max, state_frac),
+        encoder=format_holding(2 * int(np.ceil(inv_max)) << state_frac, state_frac),
+        increment=FixedFormat(weight_bits + increment_guard, frac_w + increment_guard),
+        epsilon_format=schedule, lambda_format=schedule, inv_lambda_format=inv_format, beta_format=beta_format,
+        epsilon_rom=tuple(int(v) for v in quantise(eps, schedule)),
+        lambda_rom=lam_rom, inv_lambda_rom=inv_rom, two_beta=two_beta, rounding=rounding,
+    )

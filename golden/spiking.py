@@ -138,13 +138,19 @@ class InputTrains:
     def drives(self, w0: np.ndarray) -> np.ndarray:
         """Drive of the first hidden layer at every step from the input spikes of the step before
         (zero at the first step), shape (steps, B, n₁)."""
-        steps, batch, _ = self.trains.shape
-        drives = np.zeros((batch, steps, w0.shape[1]), np.float32)
-        earlier = self.trains[:-1]
-        for image, active in enumerate(earlier.any(axis=0)):
-            pixels = np.flatnonzero(active)  # pixels that never spike cost nothing
-            np.matmul(earlier[:, image, pixels], w0[pixels], out=drives[image, 1:])
-        return drives.transpose(1, 0, 2)
+        return spike_drives(self.trains, w0)
+
+
+def spike_drives(trains: np.ndarray, w0: np.ndarray) -> np.ndarray:
+    """Σᵢ qᵢᵗ⁻¹·wᵢⱼ for input spike trains (steps, B, n_in), zero at the first step; shape (steps, B, n₁) in
+    ``w0``'s dtype. One product per image over the pixels that ever spike."""
+    steps, batch, _ = trains.shape
+    drives = np.zeros((batch, steps, w0.shape[1]), w0.dtype)
+    earlier = trains[:-1]
+    for image, active in enumerate(earlier.any(axis=0)):
+        pixels = np.flatnonzero(active)  # pixels that never spike cost nothing
+        np.matmul(earlier[:, image, pixels], w0[pixels], out=drives[image, 1:])
+    return drives.transpose(1, 0, 2)
 
 
 @register_model("spiking")

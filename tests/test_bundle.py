@@ -142,6 +142,18 @@ def test_save_creates_missing_directories(tmp_path):
     assert load_bundle(path).spec == CONTINUOUS
 
 
+def test_bundle_from_before_a_spec_field_was_added_still_loads(saved):
+    """A stored spec without a field that has a default (written by an older poise) verifies and loads."""
+    path, arrays, meta = saved
+    del meta["spec"]["learning_rate_decay"]
+    del meta["checksum"]
+    write_raw(path, arrays, meta, reseal=True)
+    assert load_bundle(path).spec == CONTINUOUS
+    meta["spec"]["batch_size"] = 7  # the stored spec is what the checksum covers
+    write_raw(path, arrays, {**meta, "checksum": read_raw(path)[1]["checksum"]}, reseal=False)
+    assert "checksum mismatch" in load_error(path)
+
+
 # --- damage ----------------------------------------------------------------------------------------
 
 
