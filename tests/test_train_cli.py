@@ -1,17 +1,13 @@
 """``poise train`` and ``poise eval`` on small real-MNIST subsets: the run directory, exact resume, clear errors."""
 
-import contextlib
-import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from run_cli import poise, poise_process
 
-from poise import cli
 from poise.golden.bundle import load_bundle
 
 CONTINUOUS = ["--model", "continuous", "--arch", "784-32-10", "--train-limit", "600", "--test-limit", "200"]
@@ -22,23 +18,6 @@ STOCHASTIC = ["--model", "spiking", "--arch", "784-32-10", "--steps", "20,10", "
               "--train-limit", "200", "--test-limit", "100"]
 METRIC_KEYS = {"epoch", "test_error", "train_error", "seconds", "spikes_per_image", "synops_per_image"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def poise(*argv: object) -> tuple[int, str, str]:
-    """Run the CLI in this process; returns (exit status, stdout, stderr). Other exceptions propagate."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main([str(arg) for arg in argv])
-        except SystemExit as exit_:  # argparse
-            status = exit_.code
-    return status, out.getvalue(), err.getvalue()
-
-
-def poise_process(*argv: object) -> subprocess.CompletedProcess:
-    """Run the CLI as a separate program, as a user would."""
-    return subprocess.run([sys.executable, "-m", "poise", *map(str, argv)], capture_output=True, text=True,
-                          timeout=120, check=False)
 
 
 def train(out: Path, args: list[str], *extra: object) -> str:

@@ -1,0 +1,101 @@
+"""On-chip memory of the supported boards, and whether a fixed-point network fits in it.
+
+The network needs, in bits (formats from its :class:`~poise.golden.fixed.FixedPointSpec`):
+- weights, each stored once (the core reads the symmetric matrices both ways), and biases;
+- per non-input neuron five state words: s, v, φ, ρ(sᵗ⁻¹) and the free-phase s⁻ kept for learning;
+- the schedule ROMs (ε, λ, 1/λ per step).
+
+Weights go to the largest memory of the device (the UP5K's SPRAM, the ECP5's block RAM), state and ROMs to
+the other (the UP5K's EBR) or to what the weights leave (ECP5). Capacities are raw bits; how memory ports
+pack words is the RTL's business and may cost a little more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+from poise.errors import PoiseError
+from poise.golden.fixed import FixedPointSpec
+
+STATE_WORDS = ("state", "decoded", "encoder", "state", "state")  # s, v, φ, ρ_prev, s⁻
+
+
+@dataclass(frozen=True)
+class Memory:
+    kind: str
+    bits: int
+
+
+@dataclass(frozen=True)
+class BoardMemory:
+    """A board's FPGA and its on-chip RAMs, largest first."""
+
+    name: str
+    device: str
+    memories: tuple[Memory, ...]
+
+
+BOARDS: dict[str, BoardMemory] = {
+    "icebreaker": BoardMemory("iCEBreaker", "iCE40UP5K", (Memory("SPRAM", 4 * 256 * 1024),
+                                                          Memory("EBR", 30 * 4096))),
+    "orangecrab": BoardMemory("OrangeCrab r0.2 25F", "ECP5 LFE5U-25F", (Memory("EBR", 56 * 18 * 1024),)),
+    "ulx3s": BoardMemory("ULX3S 85F", "ECP5 LFE5U-85F", (Memory("EBR", 208 * 18 * 1024),)),
+}
+
+
+@dataclass(frozen=True)
+class MemoryNeeds:
+    """Bits a network needs: parameters (weights and biases), neuron state and schedule ROMs."""
+
+    weights: int
+    weight_bits: int
+    parameter_bits: int
+    state_bits: int
+    rom_bits: int
+
+
+def memory_needs(layers: tuple[int, ...], fixed: FixedPointSpec) -> MemoryNeeds:
+    weights = sum(a * b for a, b in pairwise(layers))
+    neurons = sum(layers[1:])
+    parameter_bits = weights * fixed.weight.width + neurons * fixed.bias.width
+    state_bits = neurons * sum(getattr(fixed, word).width for word in STATE_WORDS)
+    rom_word = fixed.epsilon_format.width
+    if fixed.lambda_rom is not None:
+        rom_word += fixed.lambda_format.width + fixed.inv_lambda_format.width
+    return MemoryNeeds(weights, fixed.weight.width, parameter_bits, state_bits, fixed.steps * rom_word)
+
+
+def fits(board: BoardMemory, needs: MemoryNeeds) -> bool:
+    big, rest = board.memories[0], board.memories[1:]
+    if rest:
+        return needs.parameter_bits <= big.bits and needs.state_bits + needs.rom_bits <= sum(m.bits for m in rest)
+    return needs.parameter_bits + needs.state_bits + needs.rom_bits <= big.bits
+
+
+def check_fit(board_name: str, layers: tuple[int, ...], fixed: FixedPointSpec) -> MemoryNeeds:
+    """The network's needs; a :class:`PoiseError` with the numbers (and the largest hidden layer that would
+    fit, for one-hidden-layer networks) when it does not fit the board."""
+    if board_name not in BOARDS:
+        raise PoiseError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
+    board = BOARDS[board_name]
+    needs = memory_needs(layers, fixed)
+    if fits(board, needs):
+        return needs
+    arch = "-".join(map(str, layers))
+    memories = " + ".join(f"{mbit(m.bits)} of {m.kind}" for m in board.memories)
+    message = (
+        f"{arch} needs {needs.weights / 1000:.0f} k weights × {needs.weight_bits} bit = "
+        f"{mbit(needs.weights * needs.weight_bits)} (parameters {mbit(needs.parameter_bits)}, neuron state "
+        f"{mbit(needs.state_bits)}, ROMs {mbit(needs.rom_bits)}); {board.device} on the {board.name} has {memories}"
+    )
+    if len(layers) == 3:
+        hidden = next((h for h in range(layers[1] - 1, 0, -1)
+                       if fits(board, memory_needs((layers[0], h, layers[2]), fixed))), None)
+        message += (f"; the largest hidden layer that fits is {hidden} ({layers[0]}-{hidden}-{layers[2]})"
+                    if hidden else "; not even one hidden neuron fits")
+    raise PoiseError(message + ". Train a smaller network or pick a larger board.")
+
+
+def mbit(bits: int) -> str:
+    return f"{bits / 2**20:.2f} Mbit" if bits >= 2**20 else f"{bits / 1024:.0f} kbit"
