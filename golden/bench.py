@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,14 +78,27 @@ def run(args: argparse.Namespace) -> int:
         else:
             entry = training_run(name, args.out, args.epochs, not args.no_progress, args.arch)
         entry["date"] = datetime.date.today().isoformat()
-        entry["command"] = "poise " + " ".join(sys.argv[1:])
+        entry["command"] = command_line(args, name)
         results[name] = entry
         compare_runs(results)
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
         print(json.dumps({k: v for k, v in entry.items() if k != "curves"}, indent=1, default=str))
+    histories = {name: read_history(args.out / name) for name in TRAINING_RUNS if (args.out / name).is_dir()}
+    if histories:
+        plot_training_runs(args.out / "learning_curves.png", histories)
     (args.out / "golden.md").write_text(report(results))
     print(f"wrote {results_path} and {args.out / 'golden.md'}")
     return 0
+
+
+def command_line(args: argparse.Namespace, name: str) -> str:
+    """The command that reproduces experiment ``name`` with the options of this run."""
+    words = ["poise bench golden --only", name]
+    if args.epochs and name in TRAINING_RUNS:
+        words.append(f"--epochs {args.epochs}")
+    if args.arch and name in TRAINING_RUNS:
+        words.append("--arch " + "-".join(map(str, args.arch)))
+    return " ".join(words)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -102,7 +114,7 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['arch']} | {r['epochs']} | {100 * r['mean_test_error_last_3']:.2f}% | "
                 f"{100 * r['best_test_error']:.2f}% | {target} | {r.get('pass', '—')} | {r['seconds_per_epoch']:.1f} | "
-                f"{r['spikes_per_image']:.0f} | {r['synops_per_image']:.0f} | {r['date']} |")
+                f"{count(r['spikes_per_image'])} | {count(r['synops_per_image'])} | {r['date']} |")
         lines.append("")
     if "asymmetric" in results and "alignment_final" in results["asymmetric"]:
         r = results["asymmetric"]
@@ -124,6 +136,45 @@ def report(results: dict[str, Any]) -> str:
                   for name, row in r["models"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def count(value: float) -> str:
+    """A per-image count for the report; models without spikes show a dash."""
+    return f"{value:,.0f}" if value else "—"
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a training run directory."""
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def plot_training_runs(path: Path, histories: dict[str, list[dict[str, Any]]]) -> None:
+    """Test error per epoch of every training run, with each run's target as a dotted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    for name, history in histories.items():
+        if not history:
+            continue
+        line, = axes.plot([row["epoch"] for row in history], [100 * row["test_error"] for row in history],
+                          marker=".", label=name)
+        target = TRAINING_RUNS[name]["target"]
+        if target is not None:
+            axes.axhline(100 * target, color=line.get_color(), linestyle=":", linewidth=1)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("MNIST test error (%)")
+    axes.set_yscale("log")
+    axes.set_ylim(bottom=1.5)
+    axes.set_title("Golden models on MNIST (dotted: paper targets)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 # -- convergence to the continuous fixed point ----------------------------------------------------------
