@@ -1,13 +1,14 @@
 """Test vectors for fixed-point components: the edge cases first, then seeded random values.
 
-Shared by the Amaranth-simulator tests and the cocotb test modules (which regenerate them from a seed).
+Shared by the Amaranth-simulator tests and the cocotb test modules (which regenerate them from a seed), with
+the bit-exact check of the sigma-delta encoder.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from poise.golden.fixed import FixedFormat
+from poise.golden.fixed import FixedFormat, sigma_delta_fixed
 
 
 def edge_values(fmt: FixedFormat) -> np.ndarray:
@@ -61,3 +62,14 @@ def sigma_delta_vectors(fmt: FixedFormat, count: int, rng: np.random.Generator) 
     a = np.concatenate([edge_a, near_a, rand_a]).astype(np.int64)
     phi = np.concatenate([edge_phi, near_phi, rand_phi]).astype(np.int64)
     return a, phi
+
+
+def assert_sigma_delta_exact(fmt: FixedFormat, a: np.ndarray, phi: np.ndarray, q: np.ndarray,
+                             phi_new: np.ndarray) -> None:
+    """Every result equals :func:`sigma_delta_fixed`; the message names the first mismatching vectors."""
+    q_ref, phi_ref = sigma_delta_fixed(a, phi, fmt)
+    bad = np.flatnonzero((q != q_ref) | (phi_new != phi_ref))
+    assert bad.size == 0, f"{bad.size} of {len(a)} vectors differ; first ones:\n" + "\n".join(
+        f"  vector {k}: a={a[k]} phi={phi[k]}: rtl q={q[k]} phi={phi_new[k]}, reference q={q_ref[k]} phi={phi_ref[k]}"
+        for k in bad[:5]
+    )

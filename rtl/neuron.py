@@ -1,0 +1,264 @@
+"""Neuron update pipeline: steps 2-5 of docs/FIXED_POINT.md for one neuron per cycle ([000] Eqs. 11-14)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from poise.golden.fixed import FixedFormat, FixedPointSpec
+from poise.golden.neuron_ref import input_fields
+from poise.rtl.sigma_delta import SigmaDeltaEncoder
+
+
+def _unsigned_word(fmt: FixedFormat) -> unsigned:
+    """A non-negative register of ``fmt`` without its sign bit."""
+    return unsigned(fmt.width - 1)
+
+
+def input_layout(fixed: FixedPointSpec) -> data.StructLayout:
+    """Payload of an update request, raw in ``fixed``'s formats (the fields of
+    :func:`poise.golden.neuron_ref.input_fields`).
+
+    ``u`` accumulator; ``v`` decoded; ``s`` and ``rho_prev`` state, in [0, 2^F], without sign bit; ``phi``
+    encoder; ``offset`` (bias plus current-mode drive, state LSBs) pressure; the ROM words ``epsilon``,
+    ``lam`` and ``inv_lam`` (the last two only with predictive coding) unsigned, without sign bit; the flags
+    ``nudge`` (an output neuron in a nudged phase), ``y`` (its target bit) and ``beta_negative`` (β < 0).
+    """
+    shapes = {
+        "u": signed(fixed.accumulator.width),
+        "v": signed(fixed.decoded.width),
+        "s": _unsigned_word(fixed.state),
+        "rho_prev": _unsigned_word(fixed.state),
+        "phi": signed(fixed.encoder.width),
+        "offset": signed(fixed.pressure.width),
+        "epsilon": _unsigned_word(fixed.epsilon_format),
+        "lam": _unsigned_word(fixed.lambda_format),
+        "inv_lam": _unsigned_word(fixed.inv_lambda_format),
+        "nudge": 1,
+        "y": 1,
+        "beta_negative": 1,
+    }
+    return data.StructLayout({name: shapes[name] for name in input_fields(fixed)})
+
+
+def output_layout(fixed: FixedPointSpec) -> data.StructLayout:
+    """Payload of an update result: the new ``v`` (decoded), ``p`` (pressure), the new ``s`` and ``rho_prev``
+    (the same value: ρ_prev of the next step is this step's s), ``a`` and the new ``phi`` (encoder), spike ``q``."""
+    return data.StructLayout({
+        "v": signed(fixed.decoded.width),
+        "p": signed(fixed.pressure.width),
+        "s": _unsigned_word(fixed.state),
+        "a": signed(fixed.encoder.width),
+        "phi": signed(fixed.encoder.width),
+        "rho_prev": _unsigned_word(fixed.state),
+        "q": 1,
+    })
+
+
+def round_shift(value: Value, shift: int, rounding: str) -> Value:
+    """:func:`poise.golden.fixed.round_shift` in gateware: ``half_up`` adds 2^(shift−1) before the arithmetic
+    right shift, ``floor`` only shifts; ``shift <= 0`` shifts left."""
+    value = Value.cast(value)
+    if shift <= 0:
+        return value << -shift
+    if rounding == "half_up":
+        value = value + (1 << (shift - 1))
+    elif rounding != "floor":
+        raise ValueError(f"unknown rounding rule {rounding!r}")
+    return value >> shift  # arithmetic: every operand here is signed
+
+
+def wire(m: Module, value: Value, name: str) -> Signal:
+    """A combinational signal carrying ``value`` at its full width, so that the logic behind it (a multiplier)
+    is built once however often the signal is used."""
+    value = Value.cast(value)
+    signal = Signal(value.shape(), name=name)
+    m.d.comb += signal.eq(value)
+    return signal
+
+
+def clamp(m: Module, value: Value, low: int, high: int, name: str) -> Value:
+    """``value`` clamped to ``[low, high]`` (saturation, never wrap-around)."""
+    value = wire(m, value, name)
+    return Mux(value > high, high, Mux(value < low, low, value))
+
+
+def saturate(m: Module, value: Value, fmt: FixedFormat, name: str) -> Value:
+    """:meth:`poise.golden.fixed.FixedFormat.saturate` in gateware."""
+    return clamp(m, value, fmt.min_raw, fmt.max_raw, name)
+
+
+class NeuronUpdate(wiring.Component):
+    """Steps 2-5 of the fixed-point neuron update, bit-exact with :func:`poise.golden.neuron_ref.neuron_update`.
+
+    Per request, with ``rs`` the spec's rounding shift and every register saturating to its format:
+    decoder ``v ← sat(v + rs((u·2^(F−f_w) − v)·λ_t))`` ([000] Eq. 13), pressure
+    ``p = sat(v + offset ± rs((y − s)·2|β|))`` with the nudge on flagged outputs ([000] Eq. 14, [001] §2.7),
+    state ``s ← clip(s + rs((p − s)·ε_t), 0, 1)`` ([000] Eq. 14), predictive encoder
+    ``a = sat(ρ_prev + rs((s − ρ_prev)·(1/λ)_t))`` ([000] Eq. 12) and sigma-delta ``q``, ``φ`` ([000] Eq. 11,
+    a :class:`~poise.rtl.sigma_delta.SigmaDeltaEncoder`). Without predictive coding (no λ ROM in ``fixed``)
+    ``v = sat(u·2^(F−f_w))`` and ``a = s``, and the λ, 1/λ words and their multipliers do not exist.
+
+    The neuron's state travels with the request and comes back updated; the component holds none. It is a
+    pipeline of :attr:`LATENCY` register stages (v, p, s, a, then q and φ) with one multiplier in each of
+    the v, s and a stages (λ·(u − v), ε·(p − s), (1/λ)·(s − ρ_prev)); 2|β| is a constant (a wire when it is
+    a power of two). It accepts one request per cycle; a stage takes new data whenever it is empty or the
+    stage after it moves on, so ``o.ready = 0`` stalls only as far back as needed and bubbles are squeezed
+    out. ``i.ready`` depends combinationally on ``o.ready``. Results leave in request order.
+
+    Parameters
+    ----------
+    fixed : FixedPointSpec
+        Every width, fraction, rounding rule and 2|β|; predictive coding is on when it has λ ROMs.
+
+    Members
+    -------
+    i : ``In(stream.Signature(input_layout(fixed)))``
+        Update requests.
+    o : ``Out(stream.Signature(output_layout(fixed)))``
+        Results, in request order.
+
+    Raises
+    ------
+    TypeError
+        If ``fixed`` is not a :class:`FixedPointSpec`.
+    ValueError
+        If a ROM word or 2|β| is negative (the ROM ports carry no sign bit).
+    """
+
+    LATENCY = 5
+    """Cycles from accepting a request to its result on ``o`` when nothing stalls."""
+
+    def __init__(self, fixed: FixedPointSpec) -> None:
+        if not isinstance(fixed, FixedPointSpec):
+            raise TypeError(f"fixed must be a FixedPointSpec, not {fixed!r}")
+        for name in ("epsilon_rom", "lambda_rom", "inv_lambda_rom"):
+            rom = getattr(fixed, name)
+            if rom is not None and min(rom) < 0:
+                raise ValueError(f"{name} holds negative words; the neuron's ROM ports are unsigned")
+        if fixed.two_beta < 0:
+            raise ValueError(f"two_beta must be 2|β| >= 0, not {fixed.two_beta}")
+        self._fixed = fixed
+        super().__init__({
+            "i": In(stream.Signature(input_layout(fixed))),
+            "o": Out(stream.Signature(output_layout(fixed))),
+        })
+
+    @property
+    def fixed(self) -> FixedPointSpec:
+        """The fixed-point spec the pipeline implements."""
+        return self._fixed
+
+    @property
+    def predictive(self) -> bool:
+        """Whether the predictive decoder and encoder ([000] Eqs. 12-13) are built."""
+        return self._fixed.lambda_rom is not None
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the four arithmetic stages, the sigma-delta stage and the ready chain between them."""
+        fixed = self._fixed
+        m = Module()
+        m.submodules.encoder = encoder = SigmaDeltaEncoder(fixed.encoder)
+        state = _unsigned_word(fixed.state)
+
+        def rs(value: Value, fmt: FixedFormat) -> Value:
+            return round_shift(value, fmt.frac, fixed.rounding)
+
+        # The nudge of step 3 from the old s, sign applied after rounding; its register is as wide as it needs.
+        request = self.i.payload
+        error = Mux(request.y, fixed.state.one, 0) - request.s
+        nudge = wire(m, rs(error * fixed.two_beta, fixed.beta_format), "nudge_magnitude")
+        nudge = Mux(request.nudge, Mux(request.beta_negative, -nudge, nudge), 0)
+
+        # Stage registers: what each stage computed, plus what the later stages still need.
+        carry_inv = {"inv_lam": _unsigned_word(fixed.inv_lambda_format)} if self.predictive else {}
+        decoded = Signal(data.StructLayout({
+            "v": signed(fixed.decoded.width), "nudge": Value.cast(nudge).shape(), "s": state,
+            "rho_prev": state, "phi": signed(fixed.encoder.width), "offset": signed(fixed.pressure.width),
+            "epsilon": _unsigned_word(fixed.epsilon_format), **carry_inv}), name="decoded")
+        pressed = Signal(data.StructLayout({
+            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state, "rho_prev": state,
+            "phi": signed(fixed.encoder.width), "epsilon": _unsigned_word(fixed.epsilon_format), **carry_inv}),
+            name="pressed")
+        integrated = Signal(data.StructLayout({
+            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state, "rho_prev": state,
+            "phi": signed(fixed.encoder.width), **carry_inv}), name="integrated")
+        encoded = Signal(data.StructLayout({
+            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state,
+            "a": signed(fixed.encoder.width), "phi": signed(fixed.encoder.width)}), name="encoded")
+        sent = Signal(data.StructLayout({
+            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state,
+            "a": signed(fixed.encoder.width)}), name="sent")
+        stages = ("decoded", "pressed", "integrated", "encoded")
+        valid = [Signal(name=f"{stage}_valid") for stage in stages]
+        ready = [Signal(name=f"{stage}_ready") for stage in stages]
+
+        # Ready chain: a stage loads when it is empty or its content moves on this cycle.
+        m.d.comb += self.i.ready.eq(ready[0])
+        for k in range(len(stages)):
+            after = ready[k + 1] if k + 1 < len(stages) else encoder.i.ready
+            m.d.comb += ready[k].eq(~valid[k] | after)
+            with m.If(ready[k]):
+                m.d.sync += valid[k].eq(self.i.valid if k == 0 else valid[k - 1])
+
+        # Step 2, [000] Eq. 13: the predictive decoder.
+        aligned = request.u << (fixed.state.frac - fixed.weight.frac)
+        if self.predictive:
+            v = saturate(m, request.v + rs((aligned - request.v) * request.lam, fixed.lambda_format), fixed.decoded,
+                         "v_unsaturated")
+        else:
+            v = saturate(m, aligned, fixed.decoded, "v_unsaturated")
+        with m.If(ready[0]):
+            m.d.sync += [
+                decoded.v.eq(v),
+                decoded.nudge.eq(nudge),
+                *(getattr(decoded, name).eq(getattr(request, name))
+                  for name in ("s", "rho_prev", "phi", "offset", "epsilon", *carry_inv)),
+            ]
+
+        # Step 3, [000] Eq. 14: the pressure on s.
+        with m.If(ready[1]):
+            m.d.sync += [
+                pressed.p.eq(saturate(m, decoded.v + decoded.offset + decoded.nudge, fixed.pressure, "p_unsaturated")),
+                *(getattr(pressed, name).eq(getattr(decoded, name))
+                  for name in ("v", "s", "rho_prev", "phi", "epsilon", *carry_inv)),
+            ]
+
+        # Step 4, [000] Eq. 14: integrate and clip s to [0, 1].
+        s_new = clamp(m, pressed.s + rs((pressed.p - pressed.s) * pressed.epsilon, fixed.epsilon_format),
+                      0, fixed.state.one, "s_unclipped")
+        with m.If(ready[2]):
+            m.d.sync += [
+                integrated.s.eq(s_new),
+                *(getattr(integrated, name).eq(getattr(pressed, name))
+                  for name in ("v", "p", "rho_prev", "phi", *carry_inv)),
+            ]
+
+        # Step 5, [000] Eq. 12: the predictive encoder.
+        if self.predictive:
+            step = rs((integrated.s - integrated.rho_prev) * integrated.inv_lam, fixed.inv_lambda_format)
+            a = saturate(m, integrated.rho_prev + step, fixed.encoder, "a_unsaturated")
+        else:
+            a = integrated.s
+        with m.If(ready[3]):
+            m.d.sync += [
+                encoded.a.eq(a),
+                *(getattr(encoded, name).eq(getattr(integrated, name)) for name in ("v", "p", "s", "phi")),
+            ]
+
+        # Step 5, [000] Eq. 11: sigma-delta; the carried registers load exactly when the encoder does.
+        m.d.comb += [
+            encoder.i.valid.eq(valid[3]),
+            encoder.i.payload.a.eq(encoded.a),
+            encoder.i.payload.phi.eq(encoded.phi),
+            encoder.o.ready.eq(self.o.ready),
+            self.o.valid.eq(encoder.o.valid),
+            self.o.payload.q.eq(encoder.o.payload.q),
+            self.o.payload.phi.eq(encoder.o.payload.phi),
+            *(getattr(self.o.payload, name).eq(getattr(sent, name)) for name in ("v", "p", "s", "a")),
+            self.o.payload.rho_prev.eq(sent.s),
+        ]
+        with m.If(encoder.i.ready):
+            m.d.sync += [getattr(sent, name).eq(getattr(encoded, name)) for name in ("v", "p", "s", "a")]
+        return m
