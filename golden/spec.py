@@ -118,7 +118,7 @@ class EqSpikeOptions:
 
     Set in ``default_spec("eqspike")``: T_free = T_nudge = 100 (T_free = [002]'s T_average); β = 0.5,
     positive only (the rule has no 1/β); ``learning_rates`` are [002]'s l_r = η_r·τ/γ_LI per image (η_r is
-    derived), 0.012 below the output and 0.003 for it; batch 1. Weights are Glorot, biases 0; the free phase
+    derived), 0.006 below the output and 0.0015 for it; batch 1. Weights are Glorot, biases 0; the free phase
     does not learn.
     """
 
@@ -263,11 +263,11 @@ def default_spec(model: ModelKind, layers: tuple[int, ...] = (784, 500, 10)) -> 
             epsilon=Schedule("power", 0.843, 0.0923), learning_rates=rates, spiking=SpikingOptions(),
         )
     if model == "eqspike":
-        # l_r per image (updates are summed over a batch): 0.012 for the layers below the output, 0.003
+        # l_r per image (updates are summed over a batch): 0.006 for the layers below the output, 0.0015
         # for the output layer; batch 1, positive β, T_free = T_nudge = 100 steps (docs/EQSPIKE.md).
         return NetworkSpec(
             model=model, layers=layers, steps_free=100, steps_nudge=100, beta=0.5, random_beta_sign=False,
-            learning_rates=tuple(0.012 if i + 1 < n_weights else 0.003 for i in range(n_weights)),
+            learning_rates=tuple(0.006 if i + 1 < n_weights else 0.0015 for i in range(n_weights)),
             batch_size=1, eqspike=EqSpikeOptions(),
         )
     # [004]'s nudge is β(y − h), half of [001]'s 2β(y − s): twice the symmetric rates give the same step
