@@ -158,6 +158,7 @@ def plot_training_runs(path: Path, histories: dict[str, list[dict[str, Any]]]) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
     for name, history in histories.items():
@@ -172,6 +173,8 @@ def plot_training_runs(path: Path, histories: dict[str, list[dict[str, Any]]]) -
     axes.set_ylabel("MNIST test error (%)")
     axes.set_yscale("log")
     axes.set_ylim(bottom=1.5)
+    axes.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     axes.set_title("Golden models on MNIST (dotted: paper targets)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
