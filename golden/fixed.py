@@ -8,6 +8,7 @@ states its rounding and saturation rule once; the RTL generator implements exact
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +133,7 @@ def format_holding(magnitude_raw: int, frac: int) -> FixedFormat:
 
 
 # -- the fixed-point specification of the spiking network ----------------------------------------------------
+LEARN_ROUNDING: tuple[str, ...] = ("stochastic", "nearest")
 PIXEL = FixedFormat(9, 8)  # an MNIST byte p stands for x = p / 256 (raw = p; 255 → 0.996)
 
 
@@ -177,6 +179,9 @@ class FixedPointSpec:
     inv_lambda_rom: tuple[int, ...] | None
     two_beta: int
     rounding: str = "half_up"
+    eta_format: FixedFormat | None = None
+    eta: tuple[int, ...] | None = None
+    learn_rounding: str = "stochastic"
 
     def __post_init__(self) -> None:
         frac = self.state.frac
@@ -198,8 +203,23 @@ class FixedPointSpec:
                 problems.append(f"{name}_rom must have {len(self.epsilon_rom)} entries inside {fmt}")
         if not self.beta_format.contains(np.array(self.two_beta)):
             problems.append(f"two_beta {self.two_beta} lies outside {self.beta_format}")
+        if self.learn_rounding not in LEARN_ROUNDING:
+            problems.append(f"learn_rounding {self.learn_rounding!r} is not one of {', '.join(LEARN_ROUNDING)}")
+        if (self.eta is None) != (self.eta_format is None):
+            problems.append("eta and eta_format are both given or both None")
+        elif self.eta is not None and self.eta_format is not None:
+            if not self.eta_format.contains(np.array(self.eta)).all() or min(self.eta, default=0) < 0:
+                problems.append(f"eta {self.eta} must be non-negative and inside {self.eta_format}")
+            if self.increment.frac < self.weight.frac or self.increment.width - self.increment.frac != (
+                    self.weight.width - self.weight.frac):
+                problems.append("increment must be the weight format plus guard fraction bits")
         if problems:
             raise ValueError("inconsistent FixedPointSpec: " + "; ".join(problems))
+
+    @property
+    def guard(self) -> int:
+        """g: the increment's fraction bits below the weight LSB (the stochastic-rounding word width)."""
+        return self.increment.frac - self.weight.frac
 
     @property
     def steps(self) -> int:
@@ -254,6 +274,10 @@ def derive_fixed_spec(
     inv_lambda_frac: int = 12,
     increment_guard: int = 8,
     rounding: str = "half_up",
+    eta_bits: int = 16,
+    learn_rounding: str = "stochastic",
+    weight_headroom: int = 0,
+    learning: bool = False,
 ) -> FixedPointSpec:
     """The fixed-point spec of the spiking network ``spec`` with trained ``params`` (w0, b0, w1, …).
 
@@ -261,6 +285,13 @@ def derive_fixed_spec(
     most ``state_frac``); every other width follows from bounds so that no register can saturate:
     |u| ≤ the largest column L1 norm of the weights a neuron sums (ALGORITHMS.md §4.1), v lies in u's range,
     |p| ≤ |u| + |b| + |W₀ᵀx| (current mode) + 2|β|, |a|, |φ| < 2·max(1/λ) (one guard bit over the bound).
+
+    On-chip learning (docs/FIXED_POINT.md "On-chip learning"): ``eta`` holds η_l/(|β|·T⁺) per weight layer,
+    rounded half up to ``eta_bits`` significant bits (``eta_format``); ``learn_rounding`` is ``stochastic``
+    (LFSR) or ``nearest``. ``weight_headroom`` gives up that many weight fraction bits so that learning can
+    grow the weights past their initial range; ``learning=True`` sizes u, v and p for any weights of the
+    weight format (every |w| at its maximum) instead of the given ones, so no register saturates as the
+    weights change.
 
     Raises
     ------
@@ -275,11 +306,16 @@ def derive_fixed_spec(
     weights = [np.asarray(params[f"w{i}"], np.float64) for i in range(len(spec.layers) - 1)]
     biases = [np.asarray(params[f"b{i}"], np.float64) for i in range(len(spec.layers) - 1)]
     w_max = max(float(np.abs(w).max()) for w in weights)
-    frac_w = min(weight_frac(w_max, weight_bits), state_frac)
+    frac_w = min(weight_frac(w_max, weight_bits), state_frac) - weight_headroom
+    if frac_w < 0:
+        raise PoiseError(f"a weight headroom of {weight_headroom} bits leaves no fraction bits")
     weight = FixedFormat(weight_bits, frac_w)
     raw = [np.abs(quantise(w, weight)) for w in weights]
     bias_max = max(int(np.abs(np.floor(b * 2.0**frac_w + 0.5)).max()) for b in biases)
     bias = format_holding(bias_max, frac_w)
+    if learning:  # any weights and biases of the formats: the learned ones may go anywhere inside them
+        raw = [np.full_like(r, -weight.min_raw) for r in raw]
+        bias_max = -bias.min_raw
     spike_input = options.input_mode == "spike"
     u_max = 0  # largest Σ|w| a neuron's accumulator sums, raw
     for layer in range(len(raw)):
@@ -322,4 +358,88 @@ def derive_fixed_spec(
         epsilon_format=schedule, lambda_format=schedule, inv_lambda_format=inv_format, beta_format=beta_format,
         epsilon_rom=tuple(int(v) for v in quantise(eps, schedule)),
         lambda_rom=lam_rom, inv_lambda_rom=inv_rom, two_beta=two_beta, rounding=rounding,
+        **learning_constants(spec, eta_bits), learn_rounding=learn_rounding,
     )
+
+
+def learning_constants(spec: NetworkSpec, eta_bits: int = 16) -> dict[str, Any]:
+    """η_l/(|β|·T⁺) per weight layer as raw words of one format with ``eta_bits`` significant bits for the
+    largest (plus a sign bit), rounded half up: ``{"eta_format", "eta"}`` (both None without a nudged phase)."""
+    if spec.steps_nudge < 1 or spec.beta == 0:
+        return {"eta_format": None, "eta": None}
+    etas = np.array(spec.learning_rates, np.float64) / (abs(spec.beta) * spec.steps_nudge)
+    largest = float(etas.max())
+    frac = eta_bits - int(np.ceil(np.log2(largest))) if largest > 0 else eta_bits
+    while np.floor(largest * 2.0**frac + 0.5) >= 1 << eta_bits:
+        frac -= 1
+    fmt = FixedFormat(max(eta_bits + 1, frac + 1), frac)
+    return {"eta_format": fmt, "eta": tuple(int(v) for v in quantise(etas, fmt))}
+
+
+# -- the random source of stochastic rounding (on-chip learning) ---------------------------------------------
+LFSR_WIDTH = 32
+LFSR_TAPS = 0x80200003  # Galois toggle mask of x^32 + x^22 + x^2 + x + 1 (maximal length, period 2^32 − 1)
+LFSR_SEED = 0x1  # any non-zero 32-bit state
+
+
+def lfsr_step(state: int) -> int:
+    """One step of the 32-bit Galois LFSR, bit-serial (the reference the RTL matches): the bit shifted out
+    of the LSB, when 1, toggles the taps of the right-shifted state."""
+    out = state & 1
+    state >>= 1
+    return state ^ LFSR_TAPS if out else state
+
+
+def lfsr_words_reference(state: int, bits: int, count: int) -> tuple[list[int], int]:
+    """``count`` random words of ``bits`` bits, bit-serially: each word steps the LFSR ``bits`` times and
+    then takes the low ``bits`` bits of the state. Returns (words, new state)."""
+    words = []
+    for _ in range(count):
+        for _ in range(bits):
+            state = lfsr_step(state)
+        words.append(state & ((1 << bits) - 1))
+    return words, state
+
+
+@functools.lru_cache(maxsize=8)
+def lfsr_jumps(bits: int, block: int) -> np.ndarray:
+    """(block, 32) uint64: column b of row k is the state reached from the basis state 1 << b after
+    (k + 1)·``bits`` steps. The LFSR is linear over GF(2), so any state's future is an XOR of these."""
+    states = np.uint64(1) << np.arange(LFSR_WIDTH, dtype=np.uint64)
+    taps = np.uint64(LFSR_TAPS)
+    jumps = np.empty((block, LFSR_WIDTH), np.uint64)
+    for k in range(block):
+        for _ in range(bits):
+            out = states & np.uint64(1)
+            states = (states >> np.uint64(1)) ^ (out * taps)
+        jumps[k] = states
+    return jumps
+
+
+class Lfsr:
+    """The LFSR of :func:`lfsr_words_reference`, vectorised: :meth:`words` draws many words at once with the
+    jump table, bit-identical to the bit-serial reference."""
+
+    BLOCK = 4096
+
+    def __init__(self, bits: int, seed: int = LFSR_SEED) -> None:
+        if not 0 < seed < 1 << LFSR_WIDTH:
+            raise ValueError(f"the LFSR seed must be a non-zero {LFSR_WIDTH}-bit value, not {seed}")
+        if not 1 <= bits <= LFSR_WIDTH:
+            raise ValueError(f"random words have 1..{LFSR_WIDTH} bits, not {bits}")
+        self.bits, self.state = bits, seed
+        self.jumps = lfsr_jumps(bits, self.BLOCK)
+
+    def words(self, count: int) -> np.ndarray:
+        """The next ``count`` words as int64, in the order drawn."""
+        out = np.empty(count, np.int64)
+        mask = np.uint64((1 << self.bits) - 1)
+        for start in range(0, count, self.BLOCK):
+            n = min(self.BLOCK, count - start)
+            states = np.zeros(n, np.uint64)
+            for b in range(LFSR_WIDTH):
+                if self.state >> b & 1:
+                    states ^= self.jumps[:n, b]
+            out[start:start + n] = (states & mask).astype(np.int64)
+            self.state = int(states[-1])
+        return out

@@ -12,6 +12,10 @@ step t of every non-input neuron, in this order (all from the spikes q of step t
 5. ``a = sat(ρ_prev + rs((s − ρ_prev)·(1/λ)_t, K_1/λ))``, [000] Eq. 12 rewritten with the 1/λ ROM
    (``a = s`` without predictive coding), then ``q, φ = sigma_delta_fixed(a, φ)`` ([000] Eq. 11), ``ρ_prev = s``.
 
+Training (:meth:`IntegerSpikingModel.train_image`, batch 1) applies the spike-triggered rule as
+read-modify-writes of the weights read in step 1 of the nudged phase, with LFSR stochastic rounding
+(docs/FIXED_POINT.md "On-chip learning").
+
 Spike-mode inputs run step 5 on the clamped state s = pixel·2^(F−8) with ρ_prev = 0 at t = 1, exactly as
 a neuron does; their spikes reach the first hidden layer one step later. Weighted sums are formed in float64
 on integer-valued arrays, exact because every partial sum stays below 2^53 (asserted).
@@ -26,7 +30,7 @@ import numpy as np
 
 from poise.errors import PoiseError
 from poise.golden.bundle import Bundle
-from poise.golden.fixed import FixedFormat, FixedPointSpec, quantise, round_shift, sigma_delta_fixed
+from poise.golden.fixed import FixedFormat, FixedPointSpec, Lfsr, quantise, round_shift, sigma_delta_fixed
 from poise.golden.model import build_model
 from poise.golden.spec import NetworkSpec
 from poise.golden.spiking import Phase, SpikingEqProp, spike_drives
@@ -67,8 +71,8 @@ class IntegerSpikingModel:
     def __init__(self, spec: NetworkSpec, fixed: FixedPointSpec, weights: list[np.ndarray],
                  biases: list[np.ndarray]) -> None:
         self.spec, self.fixed = spec, fixed
-        self.weights = [np.asarray(w, np.int64) for w in weights]
-        self.biases = [np.asarray(b, np.int64) for b in biases]
+        self.weights = [np.array(w, np.int64) for w in weights]  # copies: training changes them in place
+        self.biases = [np.array(b, np.int64) for b in biases]
         for name, arrays, fmt in (("weights", self.weights, fixed.weight), ("biases", self.biases, fixed.bias)):
             if not all(fmt.contains(array).all() for array in arrays):
                 raise PoiseError(f"{name} lie outside {fmt}")
@@ -86,6 +90,10 @@ class IntegerSpikingModel:
         self.spans = [slice(int(a), int(a) + n) for a, n in zip(starts, sizes, strict=True)]
         self.shift = fixed.state.frac - fixed.weight.frac  # weight LSBs → state LSBs: exact left shift
         self.check_exact_sums()
+        # On-chip learning: the stochastic-rounding source (reseed by assigning a new Lfsr) and the counts
+        # of clamped increments, weights and biases, {"saturations": {"increment": …, "w": …, "b": …}}.
+        self.lfsr = Lfsr(max(fixed.guard, 1))
+        self.learn_saturations: dict = {"saturations": {}}
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
@@ -148,6 +156,101 @@ class IntegerSpikingModel:
         self.run(pixels, phases, record, trains)
         return Trace(self.step_indices(phases), {name: np.stack(rows[name]) for name in TRACED}, self.spans,
                      None if trains is None else trains[:, 0].astype(np.int64))
+
+    # -- on-chip learning (docs/FIXED_POINT.md "On-chip learning") --------------------------------------
+    def train(self, pixels: np.ndarray, labels: np.ndarray, beta_signs: np.ndarray | None = None) -> np.ndarray:
+        """Train on uint8 images (B, n_in) one at a time, in order (batch 1, as the hardware does); returns the
+        prediction each image got before its update. β's sign alternates +, −, +, … by image when the spec
+        asks for a random sign (``random_beta_sign``), else it is +; ``beta_signs`` overrides both."""
+        pixels = self.check_pixels(pixels)
+        if beta_signs is None:
+            beta_signs = (1 - 2 * (np.arange(len(pixels)) % 2)) if self.spec.random_beta_sign else np.ones(len(pixels))
+        return np.array([self.train_image(image, int(label), int(sign))
+                         for image, label, sign in zip(pixels, labels, beta_signs, strict=True)], np.int64)
+
+    def train_image(self, pixels: np.ndarray, label: int, beta_sign: int = 1) -> int:
+        """One training image, batch 1: free phase, store s⁻, nudged phase towards one-hot ``label`` with β of
+        sign ``beta_sign``, applying the spike-triggered rule as read-modify-writes in each accumulate pass.
+        Returns the free-phase prediction (before the update). Weights and biases change in place; clamped
+        values (w, b, increment and the neuron registers) are counted in ``learn_saturations``; random words
+        come from ``self.lfsr``."""
+        fixed = self.fixed
+        if fixed.eta is None or fixed.eta_format is None:
+            raise PoiseError("the fixed-point spec has no learning constants; derive it with derive_fixed_spec")
+        image = self.check_pixels(np.asarray(pixels)[np.newaxis])
+        sign = 1 if beta_sign >= 0 else -1
+        target = np.zeros((1, self.spec.layers[-1]), np.float32)
+        target[0, label] = 1
+        free, nudged = Phase(self.spec.steps_free), Phase(self.spec.steps_nudge, target, float(sign))
+        t_index = self.step_indices([free, nudged])
+        trains = self.input_trains(image, t_index) if self.spike_input else None
+        state, _, _, _ = self.run(image, [free], trains=None if trains is None else trains[:free.steps])
+        prediction = int(state["s"][0, self.spans[-1]].argmax())
+        s_minus = state["s"][0].copy()
+        target_raw = quantise(target, fixed.state)
+        drive = self.offset(image) - (np.concatenate(self.biases) << self.shift)[np.newaxis]  # 0 in spike mode
+        first = self.spans[0]
+        summed = np.zeros(first.stop - first.start, np.int64)  # current mode: Σₜ Δs of the first hidden layer
+        for k in range(free.steps, len(t_index)):
+            q = state["q"][0]
+            delta = sign * (state["s"][0] - s_minus)  # s as the accumulate pass of step k sees it: sᵗ⁻¹ − s⁻
+            u = np.zeros(len(q), np.int64)
+            for layer, weights in enumerate(self.weights):
+                upper = self.spans[layer]
+                if layer > 0:
+                    rows = np.flatnonzero(q[self.spans[layer - 1]])
+                elif trains is not None:
+                    rows = np.flatnonzero(trains[k - 1, 0])
+                else:
+                    rows = np.zeros(0, np.int64)
+                if len(rows):  # pre-synaptic spikes: read rows, accumulate, write w + Δ(s_upper)
+                    block = weights[rows]
+                    u[upper] += block.sum(axis=0)
+                    increment = np.broadcast_to(self.increment(delta[upper], layer), block.shape)
+                    weights[rows] = self.learn_add(block, increment, fixed.weight, "w")
+                if layer == 0:
+                    continue
+                lower = self.spans[layer - 1]
+                cols = np.flatnonzero(q[upper])
+                if len(cols):  # post-synaptic spikes: read columns (after the row writes), write w + Δ(s_lower)
+                    block = weights[:, cols].T
+                    u[lower] += block.sum(axis=0)
+                    increment = np.broadcast_to(self.increment(delta[lower], layer), block.shape)
+                    weights[:, cols] = self.learn_add(block, increment, fixed.weight, "w").T
+            offset = (np.concatenate(self.biases) << self.shift)[np.newaxis] + drive  # b before this step's write
+            for layer, bias in enumerate(self.biases):
+                increment = self.increment(delta[self.spans[layer]], layer)
+                self.biases[layer] = self.learn_add(bias, increment, fixed.bias, "b")
+            summed += delta[first]
+            self.neuron_step(state, u[np.newaxis], offset, target_raw, sign, int(t_index[k]))
+        if trains is None:  # current mode: one sweep over the non-zero pixels' rows of W₀
+            rows = np.flatnonzero(image[0])
+            product = image[0, rows, np.newaxis].astype(np.int64) * summed[np.newaxis] * fixed.eta[0]
+            shift = fixed.pixel.frac + fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac
+            increment = self.saturate("increment", self.rs(product, shift), fixed.increment, self.learn_saturations)
+            self.weights[0][rows] = self.learn_add(self.weights[0][rows], increment, fixed.weight, "w")
+        counts = self.learn_saturations["saturations"]
+        for name, count in state["saturations"].items():  # the neuron registers of both phases
+            counts[name] = counts.get(name, 0) + count
+        self.weights_f64 = [w.astype(np.float64) for w in self.weights]
+        return prediction
+
+    def increment(self, delta: np.ndarray, layer: int) -> np.ndarray:
+        """Δw = sat(rs(Δs·η_layer, F + K_η − f_inc)) in the increment format (weight LSBs + g guard bits)."""
+        fixed = self.fixed
+        shift = fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac  # type: ignore[union-attr]
+        raw = self.rs(delta * fixed.eta[layer], shift)  # type: ignore[index]
+        return self.saturate("increment", raw, fixed.increment, self.learn_saturations)
+
+    def learn_add(self, values: np.ndarray, increment: np.ndarray, fmt: FixedFormat, name: str) -> np.ndarray:
+        """sat(w + ((Δw + r) >> g)): r is the next LFSR word per value in C order (stochastic rounding) or
+        2^(g−1) (nearest, half up)."""
+        guard = self.fixed.guard
+        if self.fixed.learn_rounding == "stochastic":
+            noise = self.lfsr.words(increment.size).reshape(increment.shape)
+        else:
+            noise = np.int64(1 << guard >> 1)
+        return self.saturate(name, values + ((increment + noise) >> guard), fmt, self.learn_saturations)
 
     # -- the arithmetic --------------------------------------------------------------------------------
     def check_pixels(self, pixels: np.ndarray) -> np.ndarray:
@@ -232,30 +335,13 @@ class IntegerSpikingModel:
         state["saturations"] = {}
         offset = self.offset(pixels)
         emitted = np.zeros((batch, n), np.int64)
-        output = self.spans[-1]
         k = 0
         for phase in phases:
             target = None if phase.target is None else quantise(phase.target, fixed.state)
             for _ in range(phase.steps):
                 t = int(t_index[k])
                 u = self.synaptic_input(state["q"].astype(np.float64), None if drives is None else drives[k])
-                u = self.saturate("u", u, fixed.accumulator, state)
-                aligned = u << self.shift
-                if fixed.lambda_rom is None:
-                    v = aligned
-                else:
-                    v = state["v"] + self.rs((aligned - state["v"]) * fixed.lambda_rom[t - 1], fixed.lambda_format.frac)
-                state["v"] = self.saturate("v", v, fixed.decoded, state)
-                p = state["v"] + offset
-                if target is not None:
-                    nudge = self.rs((target - state["s"][:, output]) * fixed.two_beta, fixed.beta_format.frac)
-                    p[:, output] += nudge if phase.beta >= 0 else -nudge
-                p = self.saturate("p", p, fixed.pressure, state)
-                s_prev = state["s"]
-                s = np.clip(s_prev + self.rs((p - s_prev) * fixed.epsilon_rom[t - 1], fixed.epsilon_format.frac),
-                            0, fixed.state.one)
-                state["q"] = self.encode(s, state, t)
-                state["s"], state["rho_prev"] = s, s
+                u, p, s_prev = self.neuron_step(state, u, offset, target, phase.beta, t)
                 if k < phases[0].steps:
                     emitted += state["q"]
                 if observer is not None:
@@ -263,3 +349,28 @@ class IntegerSpikingModel:
                 k += 1
         input_spikes = None if trains is None else trains[:phases[0].steps].sum(axis=(0, 2))
         return state, emitted, input_spikes, state["saturations"]
+
+    def neuron_step(self, state: dict, u: np.ndarray, offset: np.ndarray, target: np.ndarray | None, beta: float,
+                    t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Steps 2-5 of one step from the accumulated u (weight LSBs); updates ``state`` in place and returns
+        (saturated u, p, s of the step before)."""
+        fixed = self.fixed
+        u = self.saturate("u", u, fixed.accumulator, state)
+        aligned = u << self.shift
+        if fixed.lambda_rom is None:
+            v = aligned
+        else:
+            v = state["v"] + self.rs((aligned - state["v"]) * fixed.lambda_rom[t - 1], fixed.lambda_format.frac)
+        state["v"] = self.saturate("v", v, fixed.decoded, state)
+        p = state["v"] + offset
+        if target is not None:
+            output = self.spans[-1]
+            nudge = self.rs((target - state["s"][:, output]) * fixed.two_beta, fixed.beta_format.frac)
+            p[:, output] += nudge if beta >= 0 else -nudge
+        p = self.saturate("p", p, fixed.pressure, state)
+        s_prev = state["s"]
+        s = np.clip(s_prev + self.rs((p - s_prev) * fixed.epsilon_rom[t - 1], fixed.epsilon_format.frac),
+                    0, fixed.state.one)
+        state["q"] = self.encode(s, state, t)
+        state["s"], state["rho_prev"] = s, s
+        return u, p, s_prev
