@@ -176,8 +176,15 @@ def plot_training_runs(path: Path, histories: dict[str, list[dict[str, Any]]]) -
     axes.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     axes.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     axes.set_title("Golden models on MNIST (dotted: paper targets)")
+    save_figure(figure, axes, path, legend_size=8)
+
+
+def save_figure(figure: Any, axes: Any, path: Path, legend_size: int) -> None:
+    """Grid, legend and layout of a bench plot, then write it as a PNG and free it."""
+    import matplotlib.pyplot as plt
+
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=legend_size)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -243,11 +250,7 @@ def plot_convergence(path: Path, curves: dict[str, list[float]]) -> None:
     axes.set_xlabel("step t")
     axes.set_ylabel("mean |s* − sᵗ|")
     axes.set_title("Binary network converging to the continuous fixed point (500-500-10)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, axes, path, legend_size=7)
 
 
 # -- speed against the GEMM bound ---------------------------------------------------------------------

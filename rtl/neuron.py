@@ -89,6 +89,14 @@ def saturate(m: Module, value: Value, fmt: FixedFormat, name: str) -> Value:
     return clamp(m, value, fmt.min_raw, fmt.max_raw, name)
 
 
+def check_rom_words(fixed: FixedPointSpec) -> None:
+    """Raise ``ValueError`` if a schedule ROM of ``fixed`` holds a negative word (the ROM ports are unsigned)."""
+    for name in ("epsilon_rom", "lambda_rom", "inv_lambda_rom"):
+        rom = getattr(fixed, name)
+        if rom is not None and min(rom) < 0:
+            raise ValueError(f"{name} holds negative words; the neuron's ROM ports are unsigned")
+
+
 class NeuronUpdate(wiring.Component):
     """Steps 2-5 of the fixed-point neuron update, bit-exact with :func:`poise.golden.neuron_ref.neuron_update`.
 
@@ -133,10 +141,7 @@ class NeuronUpdate(wiring.Component):
     def __init__(self, fixed: FixedPointSpec) -> None:
         if not isinstance(fixed, FixedPointSpec):
             raise TypeError(f"fixed must be a FixedPointSpec, not {fixed!r}")
-        for name in ("epsilon_rom", "lambda_rom", "inv_lambda_rom"):
-            rom = getattr(fixed, name)
-            if rom is not None and min(rom) < 0:
-                raise ValueError(f"{name} holds negative words; the neuron's ROM ports are unsigned")
+        check_rom_words(fixed)
         if fixed.two_beta < 0:
             raise ValueError(f"two_beta must be 2|β| >= 0, not {fixed.two_beta}")
         self._fixed = fixed

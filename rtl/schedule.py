@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from poise.golden.fixed import FixedPointSpec
-from poise.rtl.neuron import input_layout
+from poise.rtl.neuron import check_rom_words, input_layout
 
 WORDS = ("epsilon", "lam", "inv_lam")
 """The ROM words, named as in the neuron pipeline's input payload."""
@@ -86,9 +86,7 @@ class ScheduleROM(wiring.Component):
     def __init__(self, fixed: FixedPointSpec) -> None:
         if not isinstance(fixed, FixedPointSpec):
             raise TypeError(f"fixed must be a FixedPointSpec, not {fixed!r}")
-        for name in word_names(fixed):
-            if min(getattr(fixed, ROMS[name])) < 0:
-                raise ValueError(f"{ROMS[name]} holds negative words; the neuron's ROM ports are unsigned")
+        check_rom_words(fixed)
         self._fixed = fixed
         super().__init__({
             "i": In(stream.Signature(request_layout(fixed))),
