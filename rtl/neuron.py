@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
 from poise.golden.neuron_ref import input_fields
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
+from poise.rtl.stage import FixedPointStage
 
 
 def _unsigned_word(fmt: FixedFormat) -> unsigned:
@@ -89,15 +89,7 @@ def saturate(m: Module, value: Value, fmt: FixedFormat, name: str) -> Value:
     return clamp(m, value, fmt.min_raw, fmt.max_raw, name)
 
 
-def check_rom_words(fixed: FixedPointSpec) -> None:
-    """Raise ``ValueError`` if a schedule ROM of ``fixed`` holds a negative word (the ROM ports are unsigned)."""
-    for name in ("epsilon_rom", "lambda_rom", "inv_lambda_rom"):
-        rom = getattr(fixed, name)
-        if rom is not None and min(rom) < 0:
-            raise ValueError(f"{name} holds negative words; the neuron's ROM ports are unsigned")
-
-
-class NeuronUpdate(wiring.Component):
+class NeuronUpdate(FixedPointStage):
     """Steps 2-5 of the fixed-point neuron update, bit-exact with :func:`poise.golden.neuron_ref.neuron_update`.
 
     Per request, with ``rs`` the spec's rounding shift and every register saturating to its format:
@@ -139,21 +131,13 @@ class NeuronUpdate(wiring.Component):
     """Cycles from accepting a request to its result on ``o`` when nothing stalls."""
 
     def __init__(self, fixed: FixedPointSpec) -> None:
-        if not isinstance(fixed, FixedPointSpec):
-            raise TypeError(f"fixed must be a FixedPointSpec, not {fixed!r}")
-        check_rom_words(fixed)
+        super().__init__(fixed)
         if fixed.two_beta < 0:
             raise ValueError(f"two_beta must be 2|β| >= 0, not {fixed.two_beta}")
-        self._fixed = fixed
-        super().__init__({
-            "i": In(stream.Signature(input_layout(fixed))),
-            "o": Out(stream.Signature(output_layout(fixed))),
-        })
 
-    @property
-    def fixed(self) -> FixedPointSpec:
-        """The fixed-point spec the pipeline implements."""
-        return self._fixed
+    @staticmethod
+    def layouts(fixed: FixedPointSpec) -> tuple[data.Layout, data.Layout]:
+        return input_layout(fixed), output_layout(fixed)
 
     @property
     def predictive(self) -> bool:

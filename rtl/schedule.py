@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from poise.golden.fixed import FixedPointSpec
-from poise.rtl.neuron import check_rom_words, input_layout
+from poise.rtl.neuron import input_layout
+from poise.rtl.stage import FixedPointStage
 
 WORDS = ("epsilon", "lam", "inv_lam")
 """The ROM words, named as in the neuron pipeline's input payload."""
@@ -43,7 +43,7 @@ def response_layout(fixed: FixedPointSpec) -> data.StructLayout:
     return data.StructLayout({**words_layout(fixed).members, "error": 1})
 
 
-class ScheduleROM(wiring.Component):
+class ScheduleROM(FixedPointStage):
     """The step schedules ε_t, λ_t and (1/λ)_t ([000] §4.1) as read-only memories, one lookup per cycle.
 
     A request carries the 1-based step counter t; the response carries ``epsilon_rom[t − 1]``,
@@ -83,20 +83,9 @@ class ScheduleROM(wiring.Component):
     LATENCY = 1
     """Cycles from accepting a request to its result on ``o`` when nothing stalls."""
 
-    def __init__(self, fixed: FixedPointSpec) -> None:
-        if not isinstance(fixed, FixedPointSpec):
-            raise TypeError(f"fixed must be a FixedPointSpec, not {fixed!r}")
-        check_rom_words(fixed)
-        self._fixed = fixed
-        super().__init__({
-            "i": In(stream.Signature(request_layout(fixed))),
-            "o": Out(stream.Signature(response_layout(fixed))),
-        })
-
-    @property
-    def fixed(self) -> FixedPointSpec:
-        """The spec whose tables the memories hold."""
-        return self._fixed
+    @staticmethod
+    def layouts(fixed: FixedPointSpec) -> tuple[data.Layout, data.Layout]:
+        return request_layout(fixed), response_layout(fixed)
 
     @property
     def steps(self) -> int:
