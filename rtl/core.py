@@ -1,0 +1,794 @@
+"""The network core: the whole spiking network of :class:`~poise.golden.integer.IntegerSpikingModel` in
+gateware, inference and on-chip training, bit for bit.
+
+One image runs as a sequence of passes, each over a memory:
+
+- **load**: the pixels arrive on ``pixels``; the per-neuron memories are cleared; the non-zero pixels go to
+  a list (current mode: they are the rows of the drive and of the learning sweep);
+- **drive** (current mode): W₀ᵀx, one row of W₀ per non-zero pixel, P multiply-accumulates per cycle;
+- per step t, **accumulate**: for every spike of step t − 1, its weight row (pre-synaptic) or column
+  (post-synaptic, hidden↔hidden and hidden↔output matrices) is read P weights per cycle and added to the
+  targets' accumulators u; in a training image's nudged phase each weight read is written back with its
+  spike-triggered increment (docs/FIXED_POINT.md "On-chip learning");
+- **neuron update**: every non-input neuron, one per cycle, through :class:`~poise.rtl.neuron.NeuronUpdate`;
+  spikes go to per-layer spike lists, which the next accumulate pass walks (events, not a scan); biases
+  learn here, and the next step's increments are formed from the new s;
+- **encode** (spike mode): the clamped pixels through the predictive encoder and sigma-delta, into the
+  input spike list;
+- **sweep** (current-mode training): W₀ learns once per image from the summed Δs of the first hidden layer.
+
+The passes run in that order, so every read sees exactly the values the integer model's step order gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Mux, Shape, ShapeCastable, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from poise.errors import PoiseError
+from poise.golden.fixed import FixedFormat, FixedPointSpec
+from poise.rtl.geometry import CoreGeometry
+from poise.rtl.lfsr import LeapLfsr
+from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, wire
+from poise.rtl.schedule import ScheduleROM
+from poise.rtl.sigma_delta import SigmaDeltaEncoder
+
+PIXEL_BITS = 8
+COUNTER_BITS = 32
+
+
+def _bits(magnitude: int) -> int:
+    """Width of a signed register holding ±magnitude."""
+    return int(magnitude).bit_length() + 1
+
+
+def _state(fixed: FixedPointSpec) -> unsigned:
+    return unsigned(fixed.state.width - 1)
+
+
+def command_layout(geometry: CoreGeometry) -> data.StructLayout:
+    """An image request: ``train`` runs the nudged phase towards ``label`` with β of sign ``beta_negative``
+    after the free phase; ``learn`` lets it change the weights (without it, the run is
+    :meth:`~poise.golden.integer.IntegerSpikingModel.trace` with a label)."""
+    return data.StructLayout({"train": 1, "learn": 1, "label": range(geometry.sizes[-1]), "beta_negative": 1})
+
+
+def result_layout(geometry: CoreGeometry) -> data.StructLayout:
+    """An image's result: the free phase's ``prediction`` (argmax of the output s, first maximum), the output
+    states ``outputs`` (raw, state format), and the free phase's ``spikes`` and ``synops`` (as
+    :meth:`~poise.golden.spiking.SpikingEqProp.count_cost` counts them) and the image's ``cycles``."""
+    return data.StructLayout({
+        "prediction": range(geometry.sizes[-1]),
+        "outputs": data.ArrayLayout(_state(geometry.fixed), geometry.sizes[-1]),
+        "spikes": COUNTER_BITS, "synops": COUNTER_BITS, "cycles": COUNTER_BITS,
+    })
+
+
+def parameter_request_layout(geometry: CoreGeometry) -> data.StructLayout:
+    """A host access to one parameter: weight (``row``, ``col``) of W_``layer``, or with ``bias`` the bias of
+    neuron ``col`` of layer ``layer`` + 1. ``write`` stores ``value`` (raw); the response returns the value."""
+    fixed = geometry.fixed
+    return data.StructLayout({
+        "write": 1, "bias": 1, "layer": range(geometry.matrices),
+        "row": range(max(geometry.layers)), "col": range(max(geometry.layers)),
+        "value": signed(max(fixed.weight.width, fixed.bias.width)),
+    })
+
+
+def trace_layout(geometry: CoreGeometry) -> data.StructLayout:
+    """One neuron update, as :class:`~poise.golden.integer.Trace` records it: the 0-based ``step`` of the
+    image, the global ``neuron`` index, ``u`` (saturated), ``v``, ``p``, the new ``s``, ``rho_prev`` (s of the
+    step before), ``a``, the new ``phi`` and the spike ``q``."""
+    fixed, fields = geometry.fixed, input_layout(geometry.fixed).members
+    steps = geometry.spec.steps_free + geometry.spec.steps_nudge
+    return data.StructLayout({
+        "step": range(steps), "neuron": range(geometry.neurons), "u": fields["u"], "v": fields["v"],
+        "p": signed(fixed.pressure.width), "s": fields["s"], "rho_prev": fields["s"],
+        "a": signed(fixed.encoder.width), "phi": fields["phi"], "q": 1,
+    })
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One walk of the accumulate engine over a spike (or pixel) list: ``source`` is ``"input"``,
+    ``"nonzero"`` or a span index; every entry is a row (``kind = "row"``) or a column of W_``layer``."""
+
+    source: str | int
+    layer: int
+    kind: str
+    op: str  # "acc", "drive" or "sweep"
+
+
+class NetworkCore(wiring.Component):
+    """The spiking network of ``geometry.spec`` in fixed point, bit-exact with
+    :class:`~poise.golden.integer.IntegerSpikingModel` (``infer``, ``trace`` and ``train_image``).
+
+    Protocol: a ``command`` is taken when the core is idle, then the image's pixels on ``pixels`` (one byte
+    each, in order); one ``result`` follows. Between images, ``parameter_request`` reads or writes one
+    weight or bias (one ``parameter_response`` each). ``trace`` reports every neuron update as it happens
+    (always ready: a testbench samples it every cycle; it costs nothing when left unconnected).
+
+    Parameters
+    ----------
+    geometry : CoreGeometry
+        The network, its fixed-point spec and the number of synapse lanes P.
+    weights, biases : list of numpy arrays
+        Raw initial parameters (the formats of ``geometry.fixed``), the memories' contents after reset.
+    """
+
+    def __init__(self, geometry: CoreGeometry, weights: list[np.ndarray], biases: list[np.ndarray]) -> None:
+        spec, fixed = geometry.spec, geometry.fixed
+        if spec.spiking is None or (spec.spiking.predictive is None) != (fixed.lambda_rom is None):
+            raise PoiseError("the core needs a spiking spec whose predictive coding matches the fixed-point ROMs")
+        if geometry.layers[0] > 1 << 16 or fixed.pixel.frac != PIXEL_BITS:
+            raise PoiseError("the core takes 8-bit pixels")
+        steps = spec.steps_free + spec.steps_nudge
+        last_t = steps if spec.spiking.continue_time else max(spec.steps_free, spec.steps_nudge)
+        if last_t > fixed.steps:
+            raise PoiseError(f"the run reaches t = {last_t} but the ROMs hold {fixed.steps} steps")
+        self.geometry = geometry
+        self.weight_images = [geometry.weight_banks(layer, w) for layer, w in enumerate(weights)]
+        self.bias_image = np.concatenate([np.asarray(b, np.int64) for b in biases])
+        for name, values, fmt in (("weights", np.concatenate([w.ravel() for w in weights]), fixed.weight),
+                                  ("biases", self.bias_image, fixed.bias)):
+            if not fmt.contains(values).all():
+                raise PoiseError(f"{name} lie outside {fmt}")
+        super().__init__({
+            "command": In(stream.Signature(command_layout(geometry))),
+            "pixels": In(stream.Signature(unsigned(PIXEL_BITS))),
+            "result": Out(stream.Signature(result_layout(geometry))),
+            "parameter_request": In(stream.Signature(parameter_request_layout(geometry))),
+            "parameter_response": Out(stream.Signature(parameter_request_layout(geometry).members["value"])),
+            "trace": Out(stream.Signature(trace_layout(geometry), always_ready=True)),
+        })
+
+    # -- static structure -----------------------------------------------------------------------------------
+    def segments(self) -> tuple[list[_Segment], list[_Segment], list[_Segment]]:
+        """The accumulate, drive and sweep passes as segment lists, in the order of the golden model's reads
+        and random draws: W_l for l = 0, 1, …, rows before columns."""
+        geometry = self.geometry
+        accumulate = [_Segment("input", 0, "row", "acc")] if geometry.spike_input else []
+        for layer in range(1, geometry.matrices):
+            accumulate += [_Segment(layer - 1, layer, "row", "acc"), _Segment(layer, layer, "col", "acc")]
+        drive = [] if geometry.spike_input else [_Segment("nonzero", 0, "row", "drive")]
+        sweep = [] if geometry.spike_input else [_Segment("nonzero", 0, "row", "sweep")]
+        return accumulate, drive, sweep
+
+    def accumulator_bits(self) -> int:
+        """u banks hold the exact sum of any spikes with any weights of the format (saturated only on use)."""
+        layers, largest = self.geometry.layers, 1 << (self.geometry.fixed.weight.width - 1)
+        fan_in = max((layers[m] if m > 0 or self.geometry.spike_input else 0) + (layers[m + 2] if m + 2 < len(layers)
+                     else 0) for m in range(len(layers) - 1))
+        return max(_bits(fan_in * largest), self.geometry.fixed.accumulator.width)
+
+    # -- gateware ---------------------------------------------------------------------------------------------
+    def elaborate(self, platform: object) -> Module:
+        geometry, spec, fixed = self.geometry, self.geometry.spec, self.geometry.fixed
+        m = Module()
+        P, LP = geometry.lanes, geometry.lanes.bit_length() - 1
+        sizes, spans, L = geometry.sizes, geometry.span_start, len(geometry.sizes)
+        n_in, n_out, N = geometry.layers[0], sizes[-1], geometry.neurons
+        F, guard = fixed.state.frac, fixed.guard
+        shift = F - fixed.weight.frac
+        steps_free, steps_total = spec.steps_free, spec.steps_free + spec.steps_nudge
+        spike_input = geometry.spike_input
+        learning = fixed.eta is not None
+        stochastic = fixed.learn_rounding == "stochastic"
+        state_shape = _state(fixed)
+        accumulate_segments, drive_segments, sweep_segments = self.segments()
+        segments = accumulate_segments + drive_segments + sweep_segments
+
+        def rs(value: Value, amount: int) -> Value:
+            return round_shift(value, amount, fixed.rounding)
+
+        def memory(name: str, shape: Shape | ShapeCastable, depth: int, init: object = ()) -> Memory:
+            mem = Memory(shape=shape, depth=max(depth, 1), init=[int(value) for value in init])
+            m.submodules[name] = mem
+            return mem
+
+        # -- submodules -----------------------------------------------------------------------------------
+        m.submodules.neuron = neuron = NeuronUpdate(fixed)
+        m.submodules.schedule = schedule = ScheduleROM(fixed)
+        m.submodules.lfsr = lfsr = LeapLfsr(max(guard, 1), P)
+        if spike_input:
+            m.submodules.input_encoder = input_encoder = SigmaDeltaEncoder(fixed.encoder)
+
+        # -- memories ---------------------------------------------------------------------------------------
+        weight_shape = signed(fixed.weight.width)
+        weight_banks = []  # [layer][bank] -> (read port, write port)
+        for layer, image in enumerate(self.weight_images):
+            banks = []
+            for bank in range(P):
+                mem = memory(f"w{layer}_bank{bank}", weight_shape, geometry.bank_depth(layer), image[bank])
+                write = mem.write_port()
+                banks.append((mem.read_port(transparent_for=(write,)), write))
+            weight_banks.append(banks)
+
+        def neuron_banks(name: str, shape: Shape, depth: int) -> list[tuple]:
+            banks = []
+            for bank in range(P):
+                mem = memory(f"{name}_bank{bank}", shape, depth)
+                write = mem.write_port()
+                banks.append((mem.read_port(transparent_for=(write,)), write))
+            return banks
+
+        u_shape = signed(self.accumulator_bits())
+        increment_shape = signed(fixed.increment.width)
+        drive_shape = signed(_bits(n_in * (1 << (fixed.weight.width - 1)) * 255))
+        delta_shape = signed(_bits((1 << F) * max(spec.steps_nudge, 1)))
+        first_depth = -(-sizes[0] // P)
+        u_banks = neuron_banks("u", u_shape, geometry.neuron_depth)
+        inc_down = neuron_banks("inc_down", increment_shape, geometry.neuron_depth) if learning else None
+        inc_up = neuron_banks("inc_up", increment_shape, geometry.neuron_depth) if learning and L > 1 else None
+        drive_banks = None if spike_input else neuron_banks("drive", drive_shape, first_depth)
+        summed_banks = None if spike_input or not learning else neuron_banks("summed", delta_shape, first_depth)
+
+        def neuron_memory(name: str, shape: Shape, init: object = ()) -> tuple:
+            mem = memory(name, shape, N, init)
+            write = mem.write_port()
+            return mem.read_port(transparent_for=(write,)), write
+
+        v_mem = neuron_memory("v", signed(fixed.decoded.width))
+        s_mem = neuron_memory("s", state_shape)
+        phi_mem = neuron_memory("phi", signed(fixed.encoder.width))
+        bias_mem = neuron_memory("bias", signed(fixed.bias.width), self.bias_image)
+        s_minus_mem = neuron_memory("s_minus", state_shape) if learning else None
+
+        pixel_mem = memory("pixels", unsigned(PIXEL_BITS), n_in)
+        pixel_write, pixel_read = pixel_mem.write_port(), pixel_mem.read_port()
+        entry_nonzero = data.StructLayout({"index": range(n_in), "pixel": unsigned(PIXEL_BITS)})
+        lists: dict = {}  # source -> (read port, write port, count register, capacity)
+        list_sources = [*range(L), "nonzero"] + (["input"] if spike_input else [])
+        for source in list_sources:
+            capacity = sizes[source] if isinstance(source, int) else n_in
+            shape = entry_nonzero if source == "nonzero" else unsigned(max(capacity - 1, 1).bit_length())
+            mem = memory(f"list_{source}", shape, capacity)
+            lists[source] = (mem.read_port(), mem.write_port(),
+                             Signal(range(capacity + 1), name=f"count_{source}"), capacity)
+        if spike_input:
+            input_phi = memory("input_phi", signed(fixed.encoder.width), n_in)
+            input_phi_write, input_phi_read = input_phi.write_port(), input_phi.read_port()
+
+        # -- image registers and counters -----------------------------------------------------------------
+        train = Signal(name="train")
+        label = Signal(range(n_out), name="label")
+        beta_negative = Signal(name="beta_negative")
+        step = Signal(range(steps_total + 1), name="step")  # 0-based step of the image
+        t = Signal(range(fixed.steps + 2), name="t")
+        nudged = Signal(name="nudged")
+        learn_enable = Signal(name="learn_enable")
+        learn = Signal(name="learn")  # a learning image's nudged phase
+        spikes, synops, cycles = (Signal(COUNTER_BITS, name=name) for name in ("spikes", "synops", "cycles"))
+        outputs = Signal(data.ArrayLayout(state_shape, n_out), name="outputs")
+        prediction = Signal(range(n_out), name="prediction")
+        best = Signal(state_shape, name="best")
+        busy = Signal(name="busy")
+        m.d.comb += learn.eq(learn_enable & nudged)
+        with m.If(busy & ~self.result.valid):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # ROM words of step t: requested when a step starts, held while o.ready is low.
+        rom_load = Signal(name="rom_load")
+        m.d.comb += [schedule.i.valid.eq(rom_load), schedule.o.ready.eq(rom_load), schedule.i.payload.t.eq(t)]
+        rom = schedule.o.payload
+
+        # LFSR: the engine's writes or one bias write per cycle draw words, in the golden model's order.
+        lfsr_advance = Signal(range(P + 1), name="lfsr_advance")
+        m.d.comb += lfsr.advance.eq(Mux(stochastic, lfsr_advance, 0))
+        noise = [lfsr.words[r] if stochastic else Const((1 << guard) >> 1, max(guard, 1)) for r in range(P)]
+
+        def learn_add(value: Value, increment: Value, noise_word: Value, fmt: FixedFormat, name: str) -> Value:
+            """sat(w + ((Δw + r) >> g)), the golden model's ``learn_add``."""
+            return saturate(m, value + ((increment + noise_word) >> guard), fmt, name)
+
+        def increment_of(product: Value, amount: int, name: str) -> Value:
+            return saturate(m, rs(product, amount), fixed.increment, name)
+
+        eta_shift = F + (fixed.eta_format.frac if learning else 0) - fixed.increment.frac
+
+        # -- the accumulate engine: segments of a pass, P lanes ----------------------------------------------
+        segment = Signal(range(max(len(segments), 1)), name="segment")
+        segment_last = Signal(range(max(len(segments), 1)), name="segment_last")
+        longest_list = max(n_in, *sizes)
+        position = Signal(range(longest_list + 1), name="position")
+        position_next = Signal(range(longest_list + 2), name="position_next")
+        word = Signal(range(max(geometry.layers) + 1), name="word")
+        starting = Signal(name="starting")
+        engine_run = Signal(name="engine_run")
+        engine_done = Signal(name="engine_done")
+        m.d.comb += position_next.eq(position)
+
+        issue = Signal(name="issue")
+        issue_addr = Signal(data.ArrayLayout(range(max(geometry.bank_depth(i) for i in range(L)) + 1), P))
+        issue_rot = Signal(range(P), name="issue_rot")
+        issue_target = Signal(range(geometry.neuron_depth + 1), name="issue_target")
+        issue_count = Signal(range(P + 1), name="issue_count")
+        issue_layer = Signal(range(L), name="issue_layer")
+        issue_kind_col = Signal(name="issue_kind_col")
+        issue_op = Signal(2, name="issue_op")  # 0 acc, 1 drive, 2 sweep
+        issue_pixel = Signal(unsigned(PIXEL_BITS), name="issue_pixel")
+        ops = {"acc": 0, "drive": 1, "sweep": 2}
+
+        for source in list_sources:
+            m.d.comb += lists[source][0].addr.eq(position_next)
+        with m.If(engine_run), m.Switch(segment):
+                for index, seg in enumerate(segments):
+                    with m.Case(index):
+                        read, _, count, _ = lists[seg.source]
+                        entry = read.data.index if seg.source == "nonzero" else read.data
+                        layer = seg.layer
+                        if seg.kind == "row":
+                            words, target_span = geometry.words(layer), layer
+                        else:
+                            words, target_span = -(-geometry.layers[layer] // P), layer - 1
+                        n_target = geometry.sizes[target_span]
+                        last_word = word == words - 1
+                        with m.If(starting):
+                            m.d.comb += position_next.eq(0)
+                            with m.If(count == 0):
+                                with m.If(segment == segment_last):
+                                    m.d.comb += engine_done.eq(1)
+                                with m.Else():
+                                    m.d.sync += segment.eq(segment + 1)
+                            with m.Else():
+                                m.d.sync += starting.eq(0)
+                        with m.Else():
+                            m.d.comb += [
+                                issue.eq(1), issue_layer.eq(layer), issue_kind_col.eq(seg.kind == "col"),
+                                issue_op.eq(ops[seg.op]),
+                                issue_target.eq(geometry.neuron_base[target_span] + word),
+                                issue_count.eq(Mux(n_target - word * P >= P, P, n_target - word * P)),
+                            ]
+                            if seg.source == "nonzero":
+                                m.d.comb += issue_pixel.eq(read.data.pixel)
+                            if seg.kind == "row":
+                                m.d.comb += issue_rot.eq(entry[:LP] if geometry.skewed(layer) and LP else 0)
+                                for r in range(P):
+                                    m.d.comb += issue_addr[r].eq(entry * words + word)
+                            else:
+                                m.d.comb += issue_rot.eq(entry[:LP] if LP else 0)
+                                for r in range(P):
+                                    m.d.comb += issue_addr[r].eq((word * P + r) * geometry.words(layer) + (entry >> LP))
+                            with m.If(last_word):
+                                m.d.sync += word.eq(0)
+                                with m.If(position + 1 == count):
+                                    m.d.sync += starting.eq(1)
+                                    with m.If(segment == segment_last):
+                                        m.d.comb += engine_done.eq(1)
+                                    with m.Else():
+                                        m.d.sync += segment.eq(segment + 1)
+                                with m.Else():
+                                    m.d.comb += position_next.eq(position + 1)
+                            with m.Else():
+                                m.d.sync += word.eq(word + 1)
+        m.d.sync += position.eq(position_next)
+
+        # Stage 1 of the engine: the data is back; add, learn, write.
+        held = Signal(data.StructLayout({
+            "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
+            "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": 2,
+            "pixel": issue_pixel.shape(), "learn": 1}), name="held")
+        m.d.sync += [
+            held.valid.eq(issue), held.addr.eq(issue_addr), held.rot.eq(issue_rot), held.target.eq(issue_target),
+            held.count.eq(issue_count), held.layer.eq(issue_layer), held.col.eq(issue_kind_col),
+            held.op.eq(issue_op), held.pixel.eq(issue_pixel), held.learn.eq(learn),
+        ]
+
+        def lane_of(bank: int, rotation: Value) -> Value:
+            """The lane whose weight sits in ``bank`` under ``rotation``."""
+            return (bank - rotation)[:LP] if LP else Const(0)
+
+        def bank_of(lane: int, rotation: Value) -> Value:
+            return (lane + rotation)[:LP] if LP else Const(0)
+
+        weight_in = [Signal(weight_shape, name=f"lane{r}_weight") for r in range(P)]
+        weight_out = [Signal(weight_shape, name=f"lane{r}_weight_new") for r in range(P)]
+        lane_valid = [Signal(name=f"lane{r}_valid") for r in range(P)]
+        writes_weights = Signal(name="writes_weights")
+        if learning:
+            m.d.comb += writes_weights.eq(held.valid & ((held.op == ops["acc"]) & held.learn
+                                                        | (held.op == ops["sweep"])))
+        for r in range(P):
+            m.d.comb += lane_valid[r].eq(held.valid & (r < held.count))
+            with m.Switch(held.layer):
+                for layer in range(L):
+                    with m.Case(layer):
+                        data_by_bank = Array(port.data for port, _ in weight_banks[layer])
+                        m.d.comb += weight_in[r].eq(data_by_bank[bank_of(r, held.rot)])
+        m.d.comb += lfsr_advance.eq(Mux(writes_weights, held.count, 0))
+
+        for r in range(P):
+            u_read, u_write = u_banks[r]
+            m.d.comb += [u_write.addr.eq(held.target), u_write.data.eq(u_read.data + weight_in[r])]
+            with m.If(lane_valid[r] & (held.op == ops["acc"])):
+                m.d.comb += u_write.en.eq(1)
+            if learning:
+                increment = Mux(held.col, inc_up[r][0].data, inc_down[r][0].data) if inc_up else inc_down[r][0].data
+                acc_new = learn_add(weight_in[r], increment, noise[r], fixed.weight, f"lane{r}_learned")
+                if drive_banks is not None:
+                    product = held.pixel * summed_banks[r][0].data * fixed.eta[0]
+                    sweep_inc = increment_of(product, PIXEL_BITS + eta_shift, f"lane{r}_sweep_increment")
+                    sweep_new = learn_add(weight_in[r], sweep_inc, noise[r], fixed.weight, f"lane{r}_swept")
+                    m.d.comb += weight_out[r].eq(Mux(held.op == ops["sweep"], sweep_new, acc_new))
+                else:
+                    m.d.comb += weight_out[r].eq(acc_new)
+            if drive_banks is not None:
+                d_read, d_write = drive_banks[r]
+                m.d.comb += [d_write.addr.eq(held.target), d_write.data.eq(d_read.data + weight_in[r] * held.pixel)]
+                with m.If(lane_valid[r] & (held.op == ops["drive"])):
+                    m.d.comb += d_write.en.eq(1)
+        for layer in range(L):
+            for bank, (_, write) in enumerate(weight_banks[layer]):
+                lane = lane_of(bank, held.rot)
+                m.d.comb += [
+                    write.addr.eq(Array(held.addr)[lane]),
+                    write.data.eq(Array(weight_out)[lane]),
+                    write.en.eq(writes_weights & (held.layer == layer) & Array(lane_valid)[lane]),
+                ]
+
+        # Engine-side reads: weight banks at the lanes' addresses, neuron banks at the target word.
+        # Host access to one parameter (between images): its bank, address and bias index.
+        parameter = Signal(parameter_request_layout(geometry), name="parameter")
+        host_access = Signal(name="host_access")
+        host_addr = Signal(issue_addr.shape().elem_shape, name="host_addr")
+        host_bank = Signal(range(P), name="host_bank")
+        layer_words = Array(Const(geometry.words(i), 16) for i in range(L))[parameter.layer]
+        m.d.comb += host_addr.eq(parameter.row * layer_words + (parameter.col >> LP))
+        if LP:
+            skew = Array(Const(int(geometry.skewed(i)), 1) for i in range(L))[parameter.layer]
+            m.d.comb += host_bank.eq((parameter.col + Mux(skew, parameter.row, 0))[:LP])
+        bias_index = Signal(range(N + max(geometry.layers) + 1), name="bias_index")
+        m.d.comb += bias_index.eq(Array(Const(start, range(N + 1)) for start in spans)[parameter.layer] + parameter.col)
+        for layer in range(L):
+            for bank, (read, _) in enumerate(weight_banks[layer]):
+                m.d.comb += read.addr.eq(Mux(host_access, host_addr, Array(issue_addr)[lane_of(bank, issue_rot)]))
+
+        # -- the neuron pass ----------------------------------------------------------------------------------
+        neuron_run = Signal(name="neuron_run")
+        neuron_index = Signal(range(N + 1), name="neuron_index")
+        span = Signal(range(L), name="span")
+        local = Signal(range(max(sizes) + 1), name="local")
+        results = Signal(range(N + 1), name="results")
+        neuron_done = Signal(name="neuron_done")
+        neuron_addr = Signal(issue_target.shape(), name="neuron_addr")
+        base = Array(Const(b, issue_target.shape()) for b in geometry.neuron_base)
+        m.d.comb += neuron_addr.eq(base[span] + (local >> LP))
+
+        # Neuron-bank read addresses: the engine's target word, or the neuron pass's word.
+        bank_groups = [u_banks, inc_down, inc_up, drive_banks, summed_banks]
+        for banks in bank_groups:
+            for read, _ in banks or ():
+                m.d.comb += read.addr.eq(Mux(neuron_run, neuron_addr, issue_target))
+        for read, _ in (v_mem, s_mem, phi_mem, s_minus_mem or (None, None)):
+            if read is not None:
+                m.d.comb += read.addr.eq(neuron_index)
+        m.d.comb += bias_mem[0].addr.eq(Mux(host_access, bias_index, neuron_index))
+
+        # N1: the words are back; the request enters the pipeline.
+        side_layout = data.StructLayout({
+            "neuron": range(N + 1), "span": range(L), "local": local.shape(), "addr": neuron_addr.shape(),
+            "s_old": state_shape, "s_minus": state_shape, "summed": delta_shape, "u": signed(fixed.accumulator.width),
+        })
+        at_request = Signal(side_layout, name="at_request")
+        request_valid = Signal(name="request_valid")
+        m.d.sync += [
+            request_valid.eq(neuron_run & (neuron_index < N)),
+            at_request.neuron.eq(neuron_index), at_request.span.eq(span), at_request.local.eq(local),
+            at_request.addr.eq(neuron_addr),
+        ]
+        request_lane = at_request.local[:LP] if LP else Const(0)
+        u_now = Array(read.data for read, _ in u_banks)[request_lane]
+        u_saturated = saturate(m, u_now, fixed.accumulator, "u_saturated")
+        bias_now = bias_mem[0].data
+        offset = Signal(signed(fixed.pressure.width), name="offset")
+        m.d.comb += offset.eq(bias_now << shift)
+        if drive_banks is not None:
+            drive_now = Array(read.data for read, _ in drive_banks)[request_lane]
+            drive_rounded = rs(drive_now, fixed.weight.frac + PIXEL_BITS - F)
+            with m.If(at_request.span == 0):
+                m.d.comb += offset.eq((bias_now << shift) + drive_rounded)
+        request = neuron.i.payload
+        m.d.comb += [
+            neuron.i.valid.eq(request_valid),
+            neuron.o.ready.eq(1),
+            request.u.eq(u_saturated), request.v.eq(v_mem[0].data), request.s.eq(s_mem[0].data),
+            request.rho_prev.eq(s_mem[0].data), request.phi.eq(phi_mem[0].data), request.offset.eq(offset),
+            request.nudge.eq(nudged & (at_request.span == L - 1)),
+            request.y.eq(at_request.local == label), request.beta_negative.eq(beta_negative),
+            request.epsilon.eq(rom.epsilon),
+        ]
+        if fixed.lambda_rom is not None:
+            m.d.comb += [request.lam.eq(rom.lam), request.inv_lam.eq(rom.inv_lam)]
+        side = Signal(side_layout, name="side")
+        m.d.comb += [
+            side.eq(at_request), side.s_old.eq(s_mem[0].data), side.u.eq(u_saturated),
+        ]
+        if learning:
+            m.d.comb += side.s_minus.eq(s_minus_mem[0].data)
+            if summed_banks is not None:
+                m.d.comb += side.summed.eq(Array(read.data for read, _ in summed_banks)[request_lane])
+        # u is consumed: clear it for the next step.
+        for r, (_, write) in enumerate(u_banks):
+            with m.If(request_valid & (request_lane == r)):
+                m.d.comb += [write.addr.eq(at_request.addr), write.data.eq(0), write.en.eq(1)]
+        # Bias learning: every bias once per nudged step, in neuron order, with Δw of the step before.
+        if learning:
+            increment_now = Array(read.data for read, _ in inc_down)[request_lane]
+            m.d.comb += [
+                bias_mem[1].addr.eq(at_request.neuron),
+                bias_mem[1].data.eq(learn_add(bias_now, increment_now, noise[0], fixed.bias, "bias_learned")),
+            ]
+            with m.If(request_valid & learn):
+                m.d.comb += [bias_mem[1].en.eq(1), lfsr_advance.eq(1)]
+
+        # The side words travel beside the pipeline.
+        delayed = side
+        for stage in range(NeuronUpdate.LATENCY):
+            following = Signal(side_layout, name=f"side_{stage + 1}")
+            m.d.sync += following.eq(delayed)
+            delayed = following
+
+        # N6: the result; write back, list the spike, learn.
+        result_valid = neuron.o.valid
+        out = neuron.o.payload
+        m.d.comb += [
+            v_mem[1].addr.eq(delayed.neuron), v_mem[1].data.eq(out.v),
+            s_mem[1].addr.eq(delayed.neuron), s_mem[1].data.eq(out.s),
+            phi_mem[1].addr.eq(delayed.neuron), phi_mem[1].data.eq(out.phi),
+        ]
+        with m.If(result_valid):
+            m.d.comb += [v_mem[1].en.eq(1), s_mem[1].en.eq(1), phi_mem[1].en.eq(1)]
+            m.d.sync += results.eq(results + 1)
+        fan_out = [(sizes[i + 1] if i + 1 < L else 0) + (sizes[i - 1] if i > 0 else 0) for i in range(L)]
+        for index in range(L):
+            _, write, count, _ = lists[index]
+            m.d.comb += [write.addr.eq(count), write.data.eq(delayed.local)]
+            with m.If(result_valid & out.q & (delayed.span == index)):
+                m.d.comb += write.en.eq(1)
+                m.d.sync += count.eq(count + 1)
+                with m.If(step < steps_free):
+                    m.d.sync += [spikes.eq(spikes + 1), synops.eq(synops + fan_out[index])]
+        # The free phase's last step: capture the outputs (and, training, s⁻).
+        last_free = Signal(name="last_free")
+        m.d.comb += last_free.eq(step == steps_free - 1)
+        with m.If(result_valid & last_free & (delayed.span == L - 1)):
+            m.d.sync += Array(outputs)[delayed.local].eq(out.s)
+            with m.If((delayed.local == 0) | (out.s > best)):
+                m.d.sync += [best.eq(out.s), prediction.eq(delayed.local)]
+        if learning:
+            m.d.comb += [s_minus_mem[1].addr.eq(delayed.neuron), s_minus_mem[1].data.eq(out.s)]
+            with m.If(result_valid & learn_enable & last_free):
+                m.d.comb += s_minus_mem[1].en.eq(1)
+            reference = Mux(last_free, out.s, delayed.s_minus)
+            difference = wire(m, out.s - reference, "s_difference")
+            delta = wire(m, Mux(beta_negative, -difference, difference), "delta_s")
+            etas = [Const(eta, unsigned(max(eta.bit_length(), 1))) for eta in fixed.eta]
+            for banks, which in ((inc_down, 0), (inc_up, 1)):
+                if banks is None:
+                    continue
+                eta_of_span = Array(etas[min(i + which, len(etas) - 1)] for i in range(L))[delayed.span]
+                value = increment_of(delta * eta_of_span, eta_shift, f"increment_{which}")
+                for r, (_, write) in enumerate(banks):
+                    m.d.comb += [write.addr.eq(delayed.addr), write.data.eq(value)]
+                    lane_r = (delayed.local[:LP] == r) if LP else Const(1)
+                    with m.If(result_valid & learn_enable & (nudged | last_free) & lane_r):
+                        m.d.comb += write.en.eq(1)
+            if summed_banks is not None:
+                for r, (_, write) in enumerate(summed_banks):
+                    lane_r = (delayed.local[:LP] == r) if LP else Const(1)
+                    m.d.comb += [write.addr.eq(delayed.addr), write.data.eq(delayed.summed + delta)]
+                    with m.If(result_valid & learn & (step < steps_total - 1) & (delayed.span == 0) & lane_r):
+                        m.d.comb += write.en.eq(1)
+        m.d.comb += [
+            self.trace.valid.eq(result_valid),
+            self.trace.payload.step.eq(step), self.trace.payload.neuron.eq(delayed.neuron),
+            self.trace.payload.u.eq(delayed.u), self.trace.payload.v.eq(out.v), self.trace.payload.p.eq(out.p),
+            self.trace.payload.s.eq(out.s), self.trace.payload.rho_prev.eq(delayed.s_old),
+            self.trace.payload.a.eq(out.a), self.trace.payload.phi.eq(out.phi), self.trace.payload.q.eq(out.q),
+        ]
+        m.d.comb += neuron_done.eq(results == N)
+
+        # -- the encode pass (spike mode): the clamped pixels through step 5 ---------------------------------
+        if spike_input:
+            encode_run = Signal(name="encode_run")
+            pixel_index = Signal(range(n_in + 1), name="pixel_index")
+            encoded = Signal(range(n_in + 1), name="encoded")
+            m.d.comb += [pixel_read.addr.eq(pixel_index), input_phi_read.addr.eq(pixel_index)]
+            loaded = Signal(name="encode_loaded")
+            loaded_index = Signal(range(n_in), name="encode_loaded_index")
+            m.d.sync += [loaded.eq(encode_run & (pixel_index < n_in)), loaded_index.eq(pixel_index)]
+            clamped = Signal(state_shape, name="clamped_s")
+            m.d.comb += clamped.eq(pixel_read.data << (F - PIXEL_BITS))
+            a = clamped
+            if fixed.inv_lambda_rom is not None:
+                first = rs(clamped * rom.inv_lam, fixed.inv_lambda_format.frac)
+                a = Mux(step == 0, saturate(m, first, fixed.encoder, "input_a"), clamped)
+            m.d.comb += [
+                input_encoder.i.valid.eq(loaded), input_encoder.i.payload.a.eq(a),
+                input_encoder.i.payload.phi.eq(input_phi_read.data), input_encoder.o.ready.eq(1),
+            ]
+            encoded_index = Signal(range(n_in), name="encoded_index")
+            m.d.sync += encoded_index.eq(loaded_index)
+            _, input_write, input_count, _ = lists["input"]
+            m.d.comb += [
+                input_phi_write.addr.eq(encoded_index), input_phi_write.data.eq(input_encoder.o.payload.phi),
+                input_write.addr.eq(input_count), input_write.data.eq(encoded_index),
+            ]
+            with m.If(input_encoder.o.valid):
+                m.d.comb += input_phi_write.en.eq(1)
+                m.d.sync += encoded.eq(encoded + 1)
+                with m.If(input_encoder.o.payload.q):
+                    m.d.comb += input_write.en.eq(1)
+                    m.d.sync += input_count.eq(input_count + 1)
+                    with m.If(step < steps_free):
+                        m.d.sync += [spikes.eq(spikes + 1), synops.eq(synops + sizes[0])]
+
+        # -- the sequencer -------------------------------------------------------------------------------------
+        load_index = Signal(range(max(n_in, N, geometry.neuron_depth) + 1), name="load_index")
+        clear_all = max(N, geometry.neuron_depth)
+        _, nonzero_write, nonzero_count, _ = lists["nonzero"]
+        m.d.comb += [
+            self.result.payload.prediction.eq(prediction), self.result.payload.outputs.eq(outputs),
+            self.result.payload.spikes.eq(spikes), self.result.payload.synops.eq(synops),
+            self.result.payload.cycles.eq(cycles),
+        ]
+
+        def clear(address: Value) -> list:
+            """Writes of zero to every per-image word at ``address`` (an image starts from rest)."""
+            statements = []
+            for read_write in (v_mem, s_mem, phi_mem):
+                statements += [read_write[1].addr.eq(address), read_write[1].data.eq(0),
+                               read_write[1].en.eq(address < N)]
+            for banks in (u_banks, drive_banks, summed_banks):
+                for _, write in banks or ():
+                    depth = write.memory.depth
+                    statements += [write.addr.eq(address), write.data.eq(0), write.en.eq(address < depth)]
+            return statements
+
+        def start_pass(first: int, last: int) -> list:
+            return [segment.eq(first), segment_last.eq(last), starting.eq(1), word.eq(0)]
+
+        n_accumulate, n_drive = len(accumulate_segments), len(drive_segments)
+
+        with m.FSM(name="sequencer"):
+            with m.State("IDLE"):
+                m.d.comb += self.command.ready.eq(1)
+                with m.If(self.command.valid):
+                    m.d.sync += [
+                        train.eq(self.command.payload.train),
+                        learn_enable.eq(self.command.payload.train & self.command.payload.learn if learning else 0),
+                        label.eq(self.command.payload.label),
+                        beta_negative.eq(self.command.payload.beta_negative),
+                        cycles.eq(0), spikes.eq(0), synops.eq(0), load_index.eq(0), nonzero_count.eq(0),
+                        step.eq(0), t.eq(1), nudged.eq(0), busy.eq(1),
+                        *(lists[source][2].eq(0) for source in list_sources),
+                    ]
+                    m.next = "LOAD"
+                with m.Elif(self.parameter_request.valid):
+                    m.next = "PARAMETER"
+            with m.State("LOAD"):
+                m.d.comb += self.pixels.ready.eq(load_index < n_in)
+                m.d.comb += clear(load_index)
+                if spike_input:
+                    m.d.comb += [input_phi_write.addr.eq(load_index), input_phi_write.data.eq(0),
+                                 input_phi_write.en.eq(load_index < n_in)]
+                m.d.comb += [pixel_write.addr.eq(load_index), pixel_write.data.eq(self.pixels.payload),
+                             nonzero_write.addr.eq(nonzero_count), nonzero_write.data.index.eq(load_index),
+                             nonzero_write.data.pixel.eq(self.pixels.payload)]
+                with m.If((load_index < n_in) & self.pixels.valid):
+                    m.d.comb += pixel_write.en.eq(1)
+                    m.d.sync += load_index.eq(load_index + 1)
+                    with m.If(self.pixels.payload != 0):
+                        m.d.comb += nonzero_write.en.eq(1)
+                        m.d.sync += nonzero_count.eq(nonzero_count + 1)
+                        if not spike_input:
+                            m.d.sync += synops.eq(synops + sizes[0])
+                with m.If(load_index >= n_in):
+                    m.d.sync += load_index.eq(load_index + 1)
+                    with m.If(load_index >= max(clear_all - 1, n_in)):
+                        if drive_segments:
+                            m.d.sync += start_pass(n_accumulate, n_accumulate)
+                            m.next = "DRIVE"
+                        else:
+                            m.next = "STEP"
+            if drive_segments:
+                with m.State("DRIVE"):
+                    m.d.comb += engine_run.eq(1)
+                    with m.If(engine_done):
+                        m.next = "STEP"
+            with m.State("STEP"):
+                m.d.comb += rom_load.eq(1)
+                if accumulate_segments:
+                    m.d.sync += start_pass(0, n_accumulate - 1)
+                    m.next = "ACCUMULATE"
+                else:
+                    m.d.sync += [lists[index][2].eq(0) for index in range(L)]
+                    m.next = "NEURONS"
+                m.d.sync += [neuron_index.eq(0), span.eq(0), local.eq(0), results.eq(0)]
+            if accumulate_segments:
+                with m.State("ACCUMULATE"):
+                    m.d.comb += engine_run.eq(1)
+                    with m.If(engine_done):  # the spike lists are read: this step's spikes replace them
+                        m.d.sync += [lists[index][2].eq(0) for index in range(L)]
+                        m.next = "NEURONS"
+            with m.State("NEURONS"):
+                m.d.comb += neuron_run.eq(1)
+                with m.If(neuron_index < N):
+                    m.d.sync += neuron_index.eq(neuron_index + 1)
+                    with m.If(local == Array(Const(n - 1, local.shape()) for n in sizes)[span]):
+                        m.d.sync += [local.eq(0), span.eq(span + 1)]
+                    with m.Else():
+                        m.d.sync += local.eq(local + 1)
+                with m.If(neuron_done):
+                    if spike_input:
+                        m.d.sync += [pixel_index.eq(0), encoded.eq(0), lists["input"][2].eq(0)]
+                        m.next = "ENCODE"
+                    else:
+                        m.next = "STEP_END"
+            if spike_input:
+                with m.State("ENCODE"):
+                    m.d.comb += encode_run.eq(1)
+                    with m.If(pixel_index < n_in):
+                        m.d.sync += pixel_index.eq(pixel_index + 1)
+                    with m.If(encoded == n_in):
+                        m.next = "STEP_END"
+            with m.State("STEP_END"):
+                m.d.sync += step.eq(step + 1)
+                restart = not spec.spiking.continue_time
+                m.d.sync += t.eq(Mux(last_free, 1, t + 1) if restart else t + 1)
+                with m.If(last_free & ~train):
+                    m.next = "RESULT"
+                with m.Elif(step == steps_total - 1):
+                    if sweep_segments and learning:
+                        with m.If(learn_enable):
+                            m.d.sync += start_pass(n_accumulate + n_drive, n_accumulate + n_drive)
+                            m.next = "SWEEP"
+                        with m.Else():
+                            m.next = "RESULT"
+                    else:
+                        m.next = "RESULT"
+                with m.Else():
+                    with m.If(last_free):
+                        m.d.sync += nudged.eq(1)
+                    m.next = "STEP"
+            if sweep_segments and learning:
+                with m.State("SWEEP"):
+                    m.d.comb += engine_run.eq(1)
+                    with m.If(engine_done):
+                        m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.sync += busy.eq(0)
+                m.d.comb += self.result.valid.eq(1)
+                with m.If(self.result.ready):
+                    m.next = "IDLE"
+            with m.State("PARAMETER"):
+                m.d.comb += self.parameter_request.ready.eq(1)
+                m.d.sync += parameter.eq(self.parameter_request.payload)
+                m.next = "PARAMETER_ACCESS"
+            with m.State("PARAMETER_ACCESS"):  # the write, or the read's address
+                m.d.comb += host_access.eq(1)
+                with m.If(parameter.write & parameter.bias):
+                    m.d.comb += [bias_mem[1].addr.eq(bias_index), bias_mem[1].data.eq(parameter.value),
+                                 bias_mem[1].en.eq(1)]
+                for layer in range(L):
+                    for bank, (_, write) in enumerate(weight_banks[layer]):
+                        with m.If(parameter.write & ~parameter.bias & (parameter.layer == layer) & (host_bank == bank)):
+                            m.d.comb += [write.addr.eq(host_addr), write.data.eq(parameter.value), write.en.eq(1)]
+                m.next = "PARAMETER_RESPONSE"
+            with m.State("PARAMETER_RESPONSE"):  # read ports hold their address, so the data holds too
+                m.d.comb += [host_access.eq(1), self.parameter_response.valid.eq(1)]
+                read_back = Signal(self.parameter_response.payload.shape(), name="read_back")
+                m.d.comb += read_back.eq(bias_mem[0].data)
+                with m.If(~parameter.bias), m.Switch(parameter.layer):
+                    for layer in range(L):
+                        with m.Case(layer):
+                            m.d.comb += read_back.eq(Array(port.data for port, _ in weight_banks[layer])[host_bank])
+                m.d.comb += self.parameter_response.payload.eq(read_back)
+                with m.If(self.parameter_response.ready):
+                    m.next = "IDLE"
+        return m
