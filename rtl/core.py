@@ -110,8 +110,9 @@ class NetworkCore(wiring.Component):
 
     Protocol: a ``command`` is taken when the core is idle, then the image's pixels on ``pixels`` (one byte
     each, in order); one ``result`` follows. Between images, ``parameter_request`` reads or writes one
-    weight or bias (one ``parameter_response`` each). ``trace`` reports every neuron update as it happens
-    (always ready: a testbench samples it every cycle; it costs nothing when left unconnected).
+    weight or bias (one ``parameter_response`` each). ``trace`` (``valid`` and ``payload``, no ``ready``: it
+    never waits) reports every neuron update as it happens; a testbench samples it every cycle, and it costs
+    nothing when left unconnected.
 
     Parameters
     ----------
@@ -144,7 +145,7 @@ class NetworkCore(wiring.Component):
             "result": Out(stream.Signature(result_layout(geometry))),
             "parameter_request": In(stream.Signature(parameter_request_layout(geometry))),
             "parameter_response": Out(stream.Signature(parameter_request_layout(geometry).members["value"])),
-            "trace": Out(stream.Signature(trace_layout(geometry), always_ready=True)),
+            "trace": Out(wiring.Signature({"valid": Out(1), "payload": Out(trace_layout(geometry))})),
         })
 
     # -- static structure -----------------------------------------------------------------------------------

