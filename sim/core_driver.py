@@ -91,7 +91,8 @@ def trace_columns(geometry: CoreGeometry, words: Sequence[int]) -> dict[str, np.
     return out
 
 
-def trace_mismatch(geometry: CoreGeometry, golden: Trace, records: dict[str, np.ndarray], context: str = "") -> str | None:
+def trace_mismatch(geometry: CoreGeometry, golden: Trace, records: dict[str, np.ndarray], context: str = ""
+                   ) -> str | None:
     """None when the core's trace equals ``golden`` (every register, every neuron, every step, in order), else
     a report of the first difference: step, neuron and variable."""
     steps, neurons = golden.registers["s"].shape

@@ -54,14 +54,14 @@ async def learns_like_golden(dut: Any) -> None:
         result, _ = await core.run_image(image, train=True, learn=True, label=label, beta_negative=negative,
                                          trace=False)
         expected = model.train_image(image, label, -1 if negative else 1)
-        assert result["prediction"] == expected, f"training image {k}: prediction {result['prediction']}, golden {expected}"
+        assert result["prediction"] == expected, (f"training image {k}: prediction {result['prediction']}, "
+                                                  f"golden {expected}")
     weights, biases = await core.read_parameters()
     changed = 0
     for layer, (got, want, start_w) in enumerate(zip(weights, model.weights, case.weights, strict=True)):
-        differ = np.argwhere(got != want)
-        assert not len(differ), (f"after {count} images W{layer} differs in {len(differ)} weights, first at "
-                                 f"(row, col) = {tuple(differ[0])}: core {got[tuple(differ[0])]}, golden "
-                                 f"{want[tuple(differ[0])]}")
+        differ = [tuple(int(i) for i in index) for index in np.argwhere(got != want)]
+        assert not differ, (f"after {count} images W{layer} differs in {len(differ)} weights, first at (row, col) = "
+                            f"{differ[0]}: core {got[differ[0]]}, golden {want[differ[0]]}")
         changed += int((want != start_w).sum())
     for layer, (got, want) in enumerate(zip(biases, model.biases, strict=True)):
         assert np.array_equal(got, want), f"after {count} images the biases of layer {layer + 1} differ"

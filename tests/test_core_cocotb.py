@@ -1,0 +1,62 @@
+"""The network core's Verilog on Verilator against the integer golden model (tests/core_tb.py): every
+register of every neuron at every step, results, and the weights after on-chip training, bit for bit."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poise.golden.fixed import derive_fixed_spec
+from poise.golden.integer import IntegerSpikingModel
+from poise.golden.model import build_model
+from poise.golden.spec import SpikingOptions, default_spec
+from poise.rtl.core import NetworkCore
+from poise.sim.cocotb_runner import run_cocotb
+from poise.sim.core_driver import CoreCase
+
+TB = Path(__file__).with_name("core_tb.py")
+
+
+def random_case(layers: tuple[int, ...], mode: str, lanes: int, seed: int, *, predictive: bool = True,
+                continue_time: bool = True, learn_rounding: str = "stochastic", images: int = 6) -> CoreCase:
+    """A random network with large weights (many at the format's limits) and fast learning, short phases; the
+    images include an all-zero and an all-255 one (every input at once: the largest fan-in)."""
+    options = SpikingOptions(input_mode=mode, rule="spike_triggered", continue_time=continue_time)
+    if not predictive:
+        options = dataclasses.replace(options, predictive=None)
+    spec = default_spec("spiking", layers).replace(steps_free=14, steps_nudge=7, spiking=options, seed=seed)
+    spec = spec.replace(learning_rates=tuple(30 * rate for rate in spec.learning_rates))
+    rng = np.random.default_rng(seed)
+    params = {name: value * 4 if name.startswith("w") else rng.uniform(-0.3, 0.3, value.shape)
+              for name, value in build_model(spec).params.items()}
+    fixed = derive_fixed_spec(spec, params, learning=True, learn_rounding=learn_rounding)
+    model = IntegerSpikingModel.from_float(spec, params, fixed)
+    pixels = rng.integers(0, 256, (images, layers[0])).astype(np.uint8)
+    pixels[rng.random(pixels.shape) < 0.4] = 0
+    pixels[0], pixels[1] = 0, 255
+    return CoreCase.from_model(model, lanes, pixels, rng.integers(0, layers[-1], images),
+                               trace_images=4, train_images=images)
+
+
+def run_case(case: CoreCase, path: Path, tests: list[str]) -> tuple[str, ...]:
+    core = NetworkCore(case.geometry, case.weights, case.biases)
+    return run_cocotb(core, "network_core", TB, testcase=tests, params={"case": str(case.save(path))}).passed
+
+
+CASES = {
+    "current, one hidden layer, 4 lanes": dict(layers=(16, 12, 5), mode="current", lanes=4, seed=1),
+    "spike, two hidden layers, 2 lanes, t restarts": dict(layers=(12, 8, 6, 4), mode="spike", lanes=2, seed=2,
+                                                          continue_time=False),
+    "current, two hidden layers, 8 lanes, no predictive coding, nearest": dict(
+        layers=(10, 9, 7, 3), mode="current", lanes=8, seed=3, predictive=False, learn_rounding="nearest"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_core_matches_integer_model_on_random_networks(name, tmp_path):
+    case = random_case(**CASES[name])
+    passed = run_case(case, tmp_path / "case.npz", ["traces_match", "learns_like_golden"])
+    assert sorted(passed) == ["core_tb.learns_like_golden", "core_tb.traces_match"]
