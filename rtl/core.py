@@ -546,14 +546,19 @@ class NetworkCore(wiring.Component):
             m.d.comb += [v_mem[1].en.eq(1), s_mem[1].en.eq(1), phi_mem[1].en.eq(1)]
             m.d.sync += results.eq(results + 1)
         fan_out = [(sizes[i + 1] if i + 1 < L else 0) + (sizes[i - 1] if i > 0 else 0) for i in range(L)]
+        # Free-phase cost, as the float model counts it: a spike costs its fan-out in SynOps.
+        neuron_spike, input_spike = Signal(name="neuron_spike"), Signal(name="input_spike")
+        pixel_synops = Signal(name="pixel_synops")
+        neuron_synops = Signal(range(max(fan_out) + 1), name="neuron_synops")
+        with m.If(busy & (step < steps_free)):
+            m.d.sync += [spikes.eq(spikes + neuron_spike + input_spike),
+                         synops.eq(synops + neuron_synops + Mux(input_spike | pixel_synops, sizes[0], 0))]
         for index in range(L):
             _, write, count, _ = lists[index]
             m.d.comb += [write.addr.eq(count), write.data.eq(delayed.local)]
             with m.If(result_valid & out.q & (delayed.span == index)):
-                m.d.comb += write.en.eq(1)
+                m.d.comb += [write.en.eq(1), neuron_spike.eq(1), neuron_synops.eq(fan_out[index])]
                 m.d.sync += count.eq(count + 1)
-                with m.If(step < steps_free):
-                    m.d.sync += [spikes.eq(spikes + 1), synops.eq(synops + fan_out[index])]
         # The free phase's last step: capture the outputs (and, training, s⁻).
         last_free = Signal(name="last_free")
         m.d.comb += last_free.eq(step == steps_free - 1)
@@ -624,10 +629,8 @@ class NetworkCore(wiring.Component):
                 m.d.comb += input_phi_write.en.eq(1)
                 m.d.sync += encoded.eq(encoded + 1)
                 with m.If(input_encoder.o.payload.q):
-                    m.d.comb += input_write.en.eq(1)
+                    m.d.comb += [input_write.en.eq(1), input_spike.eq(1)]
                     m.d.sync += input_count.eq(input_count + 1)
-                    with m.If(step < steps_free):
-                        m.d.sync += [spikes.eq(spikes + 1), synops.eq(synops + sizes[0])]
 
         # -- the sequencer -------------------------------------------------------------------------------------
         load_index = Signal(range(max(n_in, N, geometry.neuron_depth) + 1), name="load_index")
@@ -687,8 +690,8 @@ class NetworkCore(wiring.Component):
                     with m.If(self.pixels.payload != 0):
                         m.d.comb += nonzero_write.en.eq(1)
                         m.d.sync += nonzero_count.eq(nonzero_count + 1)
-                        if not spike_input:
-                            m.d.sync += synops.eq(synops + sizes[0])
+                        if not spike_input:  # the drive: one multiply-accumulate per hidden neuron
+                            m.d.comb += pixel_synops.eq(1)
                 with m.If(load_index >= n_in):
                     m.d.sync += load_index.eq(load_index + 1)
                     with m.If(load_index >= max(clear_all - 1, n_in)):
@@ -715,9 +718,11 @@ class NetworkCore(wiring.Component):
                 with m.State("ACCUMULATE"):
                     m.d.comb += engine_run.eq(1)
                     with m.If(engine_done):  # the spike lists are read: this step's spikes replace them
-                        m.d.sync += [lists[index][2].eq(0) for index in range(L)]
+                        m.d.sync += [lists[source][2].eq(0) for source in list_sources if source != "nonzero"]
+                        if spike_input:
+                            m.d.sync += [pixel_index.eq(0), encoded.eq(0)]
                         m.next = "NEURONS"
-            with m.State("NEURONS"):
+            with m.State("NEURONS"):  # in spike mode the encode pass runs beside the neuron pass
                 m.d.comb += neuron_run.eq(1)
                 with m.If(neuron_index < N):
                     m.d.sync += neuron_index.eq(neuron_index + 1)
@@ -725,18 +730,14 @@ class NetworkCore(wiring.Component):
                         m.d.sync += [local.eq(0), span.eq(span + 1)]
                     with m.Else():
                         m.d.sync += local.eq(local + 1)
-                with m.If(neuron_done):
-                    if spike_input:
-                        m.d.sync += [pixel_index.eq(0), encoded.eq(0), lists["input"][2].eq(0)]
-                        m.next = "ENCODE"
-                    else:
-                        m.next = "STEP_END"
-            if spike_input:
-                with m.State("ENCODE"):
+                if spike_input:
                     m.d.comb += encode_run.eq(1)
                     with m.If(pixel_index < n_in):
                         m.d.sync += pixel_index.eq(pixel_index + 1)
-                    with m.If(encoded == n_in):
+                    with m.If(neuron_done & (encoded == n_in)):
+                        m.next = "STEP_END"
+                else:
+                    with m.If(neuron_done):
                         m.next = "STEP_END"
             with m.State("STEP_END"):
                 m.d.sync += step.eq(step + 1)
