@@ -71,13 +71,20 @@ def result_layout(geometry: CoreGeometry) -> data.StructLayout:
 
 def parameter_request_layout(geometry: CoreGeometry) -> data.StructLayout:
     """A host access to one parameter: weight (``row``, ``col``) of W_``layer``, or with ``bias`` the bias of
-    neuron ``col`` of layer ``layer`` + 1. ``write`` stores ``value`` (raw); the response returns the value."""
+    neuron ``col`` of layer ``layer`` + 1. ``write`` stores ``value`` (raw); the response returns the value.
+    The fields are one bit wider than valid values need, so that out-of-range requests can be made and refused."""
     fixed = geometry.fixed
     return data.StructLayout({
         "write": 1, "bias": 1, "layer": range(geometry.matrices),
-        "row": range(max(geometry.layers)), "col": range(max(geometry.layers)),
-        "value": signed(max(fixed.weight.width, fixed.bias.width)),
+        "row": range(max(geometry.layers) + 1), "col": range(max(geometry.layers) + 1),
+        "value": signed(max(fixed.weight.width, fixed.bias.width) + 1),
     })
+
+
+def parameter_response_layout(geometry: CoreGeometry) -> data.StructLayout:
+    """The answer to a parameter access: the ``value`` (raw), or ``error`` set (and nothing written) when the
+    layer, row or column lies outside the network or a written value outside its format."""
+    return data.StructLayout({"value": parameter_request_layout(geometry).members["value"], "error": 1})
 
 
 def trace_layout(geometry: CoreGeometry) -> data.StructLayout:
@@ -119,7 +126,9 @@ class NetworkCore(wiring.Component):
     geometry : CoreGeometry
         The network, its fixed-point spec and the number of synapse lanes P.
     weights, biases : list of numpy arrays
-        Raw initial parameters (the formats of ``geometry.fixed``), the memories' contents after reset.
+        Raw initial parameters (the formats of ``geometry.fixed``): the memories' contents when the FPGA is
+        configured. ``rst`` clears the registers and the LFSR, not the memories: learned and written
+        parameters survive it.
     """
 
     def __init__(self, geometry: CoreGeometry, weights: list[np.ndarray], biases: list[np.ndarray]) -> None:
@@ -132,6 +141,9 @@ class NetworkCore(wiring.Component):
         last_t = steps if spec.spiking.continue_time else max(spec.steps_free, spec.steps_nudge)
         if last_t > fixed.steps:
             raise PoiseError(f"the run reaches t = {last_t} but the ROMs hold {fixed.steps} steps")
+        if len(weights) != geometry.matrices or len(biases) != geometry.matrices:
+            raise PoiseError(f"the network has {geometry.matrices} weight matrices and bias vectors, not "
+                             f"{len(weights)} and {len(biases)}")
         self.geometry = geometry
         self.weight_images = [geometry.weight_banks(layer, w) for layer, w in enumerate(weights)]
         self.bias_image = np.concatenate([np.asarray(b, np.int64) for b in biases])
@@ -144,7 +156,7 @@ class NetworkCore(wiring.Component):
             "pixels": In(stream.Signature(unsigned(PIXEL_BITS))),
             "result": Out(stream.Signature(result_layout(geometry))),
             "parameter_request": In(stream.Signature(parameter_request_layout(geometry))),
-            "parameter_response": Out(stream.Signature(parameter_request_layout(geometry).members["value"])),
+            "parameter_response": Out(stream.Signature(parameter_response_layout(geometry))),
             "trace": Out(wiring.Signature({"valid": Out(1), "payload": Out(trace_layout(geometry))})),
         })
 
@@ -248,7 +260,9 @@ class NetworkCore(wiring.Component):
         for source in list_sources:
             capacity = sizes[source] if isinstance(source, int) else n_in
             shape = entry_nonzero if source == "nonzero" else unsigned(max(capacity - 1, 1).bit_length())
-            mem = memory(f"list_{source}", shape, capacity)
+            # The input list has two halves: the encode pass of step t fills one while the accumulate pass of
+            # step t reads the other, filled at step t − 1.
+            mem = memory(f"list_{source}", shape, 2 * capacity if source == "input" else capacity)
             lists[source] = (mem.read_port(), mem.write_port(),
                              Signal(range(capacity + 1), name=f"count_{source}"), capacity)
         if spike_input:
@@ -306,7 +320,8 @@ class NetworkCore(wiring.Component):
 
         issue = Signal(name="issue")
         issue_addr = Signal(data.ArrayLayout(range(max(geometry.bank_depth(i) for i in range(L)) + 1), P))
-        issue_rot = Signal(range(P), name="issue_rot")
+        lane_index = unsigned(max(LP, 1))
+        issue_rot = Signal(lane_index, name="issue_rot")
         issue_target = Signal(range(geometry.neuron_depth + 1), name="issue_target")
         issue_count = Signal(range(P + 1), name="issue_count")
         issue_layer = Signal(range(L), name="issue_layer")
@@ -317,6 +332,8 @@ class NetworkCore(wiring.Component):
 
         for source in list_sources:
             m.d.comb += lists[source][0].addr.eq(position_next)
+        if spike_input:  # the half the encode pass filled at the step before
+            m.d.comb += lists["input"][0].addr.eq(position_next + Mux(step[0], 0, n_in))
         with m.If(engine_run), m.Switch(segment):
                 for index, seg in enumerate(segments):
                     with m.Case(index):
@@ -437,7 +454,7 @@ class NetworkCore(wiring.Component):
         parameter = Signal(parameter_request_layout(geometry), name="parameter")
         host_access = Signal(name="host_access")
         host_addr = Signal(issue_addr.shape().elem_shape, name="host_addr")
-        host_bank = Signal(range(P), name="host_bank")
+        host_bank = Signal(lane_index, name="host_bank")
         layer_words = Array(Const(geometry.words(i), 16) for i in range(L))[parameter.layer]
         m.d.comb += host_addr.eq(parameter.row * layer_words + (parameter.col >> LP))
         if LP:
@@ -445,6 +462,15 @@ class NetworkCore(wiring.Component):
             m.d.comb += host_bank.eq((parameter.col + Mux(skew, parameter.row, 0))[:LP])
         bias_index = Signal(range(N + max(geometry.layers) + 1), name="bias_index")
         m.d.comb += bias_index.eq(Array(Const(start, range(N + 1)) for start in spans)[parameter.layer] + parameter.col)
+        parameter_error = Signal(name="parameter_error")
+        rows_of = Array(Const(n, parameter.row.shape()) for n in geometry.layers[:-1])
+        cols_of = Array(Const(n, parameter.col.shape()) for n in geometry.layers[1:])
+        value_fits = Mux(parameter.bias,
+                         (parameter.value >= fixed.bias.min_raw) & (parameter.value <= fixed.bias.max_raw),
+                         (parameter.value >= fixed.weight.min_raw) & (parameter.value <= fixed.weight.max_raw))
+        m.d.comb += parameter_error.eq((parameter.layer >= L) | (parameter.col >= cols_of[parameter.layer])
+                                       | (~parameter.bias & (parameter.row >= rows_of[parameter.layer]))
+                                       | (parameter.write & ~value_fits))
         for layer in range(L):
             for bank, (read, _) in enumerate(weight_banks[layer]):
                 m.d.comb += read.addr.eq(Mux(host_access, host_addr, Array(issue_addr)[lane_of(bank, issue_rot)]))
@@ -608,6 +634,8 @@ class NetworkCore(wiring.Component):
             loaded = Signal(name="encode_loaded")
             loaded_index = Signal(range(n_in), name="encode_loaded_index")
             m.d.sync += [loaded.eq(encode_run & (pixel_index < n_in)), loaded_index.eq(pixel_index)]
+            with m.If(encode_run & (pixel_index < n_in)):
+                m.d.sync += pixel_index.eq(pixel_index + 1)
             clamped = Signal(state_shape, name="clamped_s")
             m.d.comb += clamped.eq(pixel_read.data << (F - PIXEL_BITS))
             a = clamped
@@ -620,17 +648,18 @@ class NetworkCore(wiring.Component):
             ]
             encoded_index = Signal(range(n_in), name="encoded_index")
             m.d.sync += encoded_index.eq(loaded_index)
-            _, input_write, input_count, _ = lists["input"]
+            _, input_write, _, _ = lists["input"]
+            input_written = Signal(range(n_in + 1), name="input_written")  # spikes in this step's half
             m.d.comb += [
                 input_phi_write.addr.eq(encoded_index), input_phi_write.data.eq(input_encoder.o.payload.phi),
-                input_write.addr.eq(input_count), input_write.data.eq(encoded_index),
+                input_write.addr.eq(input_written + Mux(step[0], n_in, 0)), input_write.data.eq(encoded_index),
             ]
             with m.If(input_encoder.o.valid):
                 m.d.comb += input_phi_write.en.eq(1)
                 m.d.sync += encoded.eq(encoded + 1)
                 with m.If(input_encoder.o.payload.q):
                     m.d.comb += [input_write.en.eq(1), input_spike.eq(1)]
-                    m.d.sync += input_count.eq(input_count + 1)
+                    m.d.sync += input_written.eq(input_written + 1)
 
         # -- the sequencer -------------------------------------------------------------------------------------
         load_index = Signal(range(max(n_in, N, geometry.neuron_depth) + 1), name="load_index")
@@ -671,6 +700,7 @@ class NetworkCore(wiring.Component):
                         cycles.eq(0), spikes.eq(0), synops.eq(0), load_index.eq(0), nonzero_count.eq(0),
                         step.eq(0), t.eq(1), nudged.eq(0), busy.eq(1),
                         *(lists[source][2].eq(0) for source in list_sources),
+                        *([input_written.eq(0)] if spike_input else []),
                     ]
                     m.next = "LOAD"
                 with m.Elif(self.parameter_request.valid):
@@ -714,15 +744,17 @@ class NetworkCore(wiring.Component):
                     m.d.sync += [lists[index][2].eq(0) for index in range(L)]
                     m.next = "NEURONS"
                 m.d.sync += [neuron_index.eq(0), span.eq(0), local.eq(0), results.eq(0)]
+                if spike_input:
+                    m.d.sync += [pixel_index.eq(0), encoded.eq(0)]
             if accumulate_segments:
                 with m.State("ACCUMULATE"):
                     m.d.comb += engine_run.eq(1)
+                    if spike_input:
+                        m.d.comb += encode_run.eq(1)
                     with m.If(engine_done):  # the spike lists are read: this step's spikes replace them
-                        m.d.sync += [lists[source][2].eq(0) for source in list_sources if source != "nonzero"]
-                        if spike_input:
-                            m.d.sync += [pixel_index.eq(0), encoded.eq(0)]
+                        m.d.sync += [lists[index][2].eq(0) for index in range(L)]
                         m.next = "NEURONS"
-            with m.State("NEURONS"):  # in spike mode the encode pass runs beside the neuron pass
+            with m.State("NEURONS"):  # in spike mode the encode pass runs beside the engine, then this
                 m.d.comb += neuron_run.eq(1)
                 with m.If(neuron_index < N):
                     m.d.sync += neuron_index.eq(neuron_index + 1)
@@ -732,8 +764,6 @@ class NetworkCore(wiring.Component):
                         m.d.sync += local.eq(local + 1)
                 if spike_input:
                     m.d.comb += encode_run.eq(1)
-                    with m.If(pixel_index < n_in):
-                        m.d.sync += pixel_index.eq(pixel_index + 1)
                     with m.If(neuron_done & (encoded == n_in)):
                         m.next = "STEP_END"
                 else:
@@ -741,6 +771,8 @@ class NetworkCore(wiring.Component):
                         m.next = "STEP_END"
             with m.State("STEP_END"):
                 m.d.sync += step.eq(step + 1)
+                if spike_input:  # the half just filled is the one the next step reads
+                    m.d.sync += [lists["input"][2].eq(input_written), input_written.eq(0)]
                 restart = not spec.spiking.continue_time
                 m.d.sync += t.eq(Mux(last_free, 1, t + 1) if restart else t + 1)
                 with m.If(last_free & ~train):
@@ -774,23 +806,25 @@ class NetworkCore(wiring.Component):
                 m.next = "PARAMETER_ACCESS"
             with m.State("PARAMETER_ACCESS"):  # the write, or the read's address
                 m.d.comb += host_access.eq(1)
-                with m.If(parameter.write & parameter.bias):
+                write_ok = parameter.write & ~parameter_error
+                with m.If(write_ok & parameter.bias):
                     m.d.comb += [bias_mem[1].addr.eq(bias_index), bias_mem[1].data.eq(parameter.value),
                                  bias_mem[1].en.eq(1)]
                 for layer in range(L):
                     for bank, (_, write) in enumerate(weight_banks[layer]):
-                        with m.If(parameter.write & ~parameter.bias & (parameter.layer == layer) & (host_bank == bank)):
+                        with m.If(write_ok & ~parameter.bias & (parameter.layer == layer) & (host_bank == bank)):
                             m.d.comb += [write.addr.eq(host_addr), write.data.eq(parameter.value), write.en.eq(1)]
                 m.next = "PARAMETER_RESPONSE"
             with m.State("PARAMETER_RESPONSE"):  # read ports hold their address, so the data holds too
                 m.d.comb += [host_access.eq(1), self.parameter_response.valid.eq(1)]
-                read_back = Signal(self.parameter_response.payload.shape(), name="read_back")
+                read_back = Signal(self.parameter_response.payload.value.shape(), name="read_back")
                 m.d.comb += read_back.eq(bias_mem[0].data)
                 with m.If(~parameter.bias), m.Switch(parameter.layer):
                     for layer in range(L):
                         with m.Case(layer):
                             m.d.comb += read_back.eq(Array(port.data for port, _ in weight_banks[layer])[host_bank])
-                m.d.comb += self.parameter_response.payload.eq(read_back)
+                m.d.comb += [self.parameter_response.payload.value.eq(Mux(parameter_error, 0, read_back)),
+                             self.parameter_response.payload.error.eq(parameter_error)]
                 with m.If(self.parameter_response.ready):
                     m.next = "IDLE"
         return m

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import cocotb
@@ -48,6 +49,6 @@ async def stream_images(dut: Any) -> None:
         for layer, (got, want) in enumerate(zip(weights + biases, model.weights + model.biases, strict=True)):
             if not np.array_equal(got, want):
                 mismatches.append(f"parameter array {layer} differs in {int((got != want).sum())} values")
-    with open(params["out"], "w") as handle:
-        json.dump({"results": rows, "mismatches": mismatches, "seconds": time.perf_counter() - started}, handle)
+    Path(params["out"]).write_text(json.dumps({"results": rows, "mismatches": mismatches,
+                                               "seconds": time.perf_counter() - started}))
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[0]}"

@@ -25,7 +25,13 @@ from amaranth.hdl import Shape
 from poise.golden.fixed import FixedPointSpec
 from poise.golden.integer import TRACED, IntegerSpikingModel, Trace
 from poise.golden.spec import NetworkSpec
-from poise.rtl.core import command_layout, parameter_request_layout, result_layout, trace_layout
+from poise.rtl.core import (
+    command_layout,
+    parameter_request_layout,
+    parameter_response_layout,
+    result_layout,
+    trace_layout,
+)
 from poise.rtl.geometry import CoreGeometry
 
 
@@ -142,6 +148,7 @@ class CocotbCore:
         self.command = command_layout(geometry)
         self.result = result_layout(geometry)
         self.request = parameter_request_layout(geometry)
+        self.response = parameter_response_layout(geometry)
         self.cycles = 0
 
     async def reset(self) -> None:
@@ -218,8 +225,9 @@ class CocotbCore:
         return result, words
 
     async def access(self, *, layer: int, row: int = 0, col: int, bias: bool = False, value: int | None = None
-                     ) -> int:
-        """Read (``value`` None) or write one parameter between images; returns the value read or written."""
+                     ) -> tuple[int, bool]:
+        """Read (``value`` None) or write one parameter between images; returns the response's value and its
+        error flag."""
         from cocotb.triggers import FallingEdge, ReadOnly
 
         dut = self.dut
@@ -230,23 +238,29 @@ class CocotbCore:
         for _ in range(100):
             await ReadOnly()
             if dut.parameter_response__valid.value:
-                got = dut.parameter_response__payload.value.to_signed()
+                view = self.response.from_bits(dut.parameter_response__payload.value.to_unsigned())
                 await FallingEdge(dut.clk)
                 dut.parameter_response__ready.value = 0
-                return got
+                return int(view.value), bool(view.error)
             await FallingEdge(dut.clk)
         raise AssertionError("no parameter response within 100 cycles")
 
     async def read_parameters(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Every weight and bias, read back through the parameter port."""
         layers = self.geometry.layers
+
+        async def read(**where: Any) -> int:
+            value, error = await self.access(**where)
+            assert not error, f"the core refused to read {where}"
+            return value
+
         weights, biases = [], []
         for layer in range(len(layers) - 1):
             w = np.zeros((layers[layer], layers[layer + 1]), np.int64)
             for row in range(layers[layer]):
                 for col in range(layers[layer + 1]):
-                    w[row, col] = await self.access(layer=layer, row=row, col=col)
+                    w[row, col] = await read(layer=layer, row=row, col=col)
             weights.append(w)
-            biases.append(np.array([await self.access(layer=layer, col=col, bias=True)
-                                    for col in range(layers[layer + 1])], np.int64))
+            biases.append(np.array([await read(layer=layer, col=col, bias=True) for col in range(layers[layer + 1])],
+                                   np.int64))
         return weights, biases

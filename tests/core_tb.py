@@ -66,3 +66,36 @@ async def learns_like_golden(dut: Any) -> None:
     for layer, (got, want) in enumerate(zip(biases, model.biases, strict=True)):
         assert np.array_equal(got, want), f"after {count} images the biases of layer {layer + 1} differ"
     assert changed > 0, "training changed no weight: the check would not see a learning bug"
+
+
+@cocotb.test()
+async def parameter_port_writes_reads_and_refuses(dut: Any) -> None:
+    """Writes read back; a row, column or layer outside the network, or a value outside its format, is refused
+    with the error flag and changes nothing."""
+    case, core = await start(dut)
+    fixed, layers = case.fixed, case.geometry.layers
+    before_weights, before_biases = await core.read_parameters()  # earlier tests may have trained
+    last = len(layers) - 2
+    row, col = layers[last] - 1, layers[last + 1] - 1
+    for value in (fixed.weight.min_raw, fixed.weight.max_raw, int(before_weights[last][row, col])):
+        assert await core.access(layer=last, row=row, col=col, value=value) == (value, False)
+        assert await core.access(layer=last, row=row, col=col) == (value, False)
+    assert await core.access(layer=0, col=0, bias=True, value=fixed.bias.min_raw) == (fixed.bias.min_raw, False)
+    original = int(before_biases[0][0])
+    assert await core.access(layer=0, col=0, bias=True, value=original) == (original, False)
+    refused = [
+        {"layer": last, "row": row, "col": col + 1, "value": 1},  # a column past the matrix
+        {"layer": last, "row": row + 1, "col": 0, "value": 1},  # a row past the matrix
+        {"layer": last, "row": 0, "col": 0, "value": fixed.weight.max_raw + 1},  # outside the weight format
+        {"layer": 0, "col": layers[1], "bias": True, "value": 0},  # a bias past the layer
+        {"layer": 0, "col": 0, "bias": True, "value": fixed.bias.min_raw - 1},
+        {"layer": last, "row": row, "col": col + 1},  # reads too
+    ]
+    if (len(layers) - 1) & (len(layers) - 2):  # the layer field can name a matrix that does not exist
+        refused.append({"layer": len(layers) - 1, "col": 0, "value": 1})
+    for where in refused:
+        value, error = await core.access(**where)
+        assert error and value == 0, f"the core accepted {where}"
+    weights, biases = await core.read_parameters()
+    for got, want in zip(weights + biases, before_weights + before_biases, strict=True):
+        assert np.array_equal(got, want), "a refused access changed a parameter"

@@ -58,5 +58,5 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_core_matches_integer_model_on_random_networks(name, tmp_path):
     case = random_case(**CASES[name])
-    passed = run_case(case, tmp_path / "case.npz", ["traces_match", "learns_like_golden"])
-    assert sorted(passed) == ["core_tb.learns_like_golden", "core_tb.traces_match"]
+    tests = ["traces_match", "learns_like_golden", "parameter_port_writes_reads_and_refuses"]
+    assert sorted(run_case(case, tmp_path / "case.npz", tests)) == sorted(f"core_tb.{test}" for test in tests)

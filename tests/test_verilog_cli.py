@@ -168,8 +168,9 @@ def test_manifest_ports_are_the_verilog_ports(output):
     for name, (direction, width) in declared.items():
         assert (ports[name]["direction"], ports[name]["width"]) == (direction, width), name
     fixed = load_bundle(output.bundle).fixed
-    value = max(fixed.weight.width, fixed.bias.width)
-    assert ports["parameter_response__payload"]["width"] == value and ports["parameter_response__payload"]["signed"]
+    value = max(fixed.weight.width, fixed.bias.width) + 1  # one bit more, so out-of-range writes can be refused
+    response = {field["name"]: field for field in ports["parameter_response__payload"]["fields"]}
+    assert response["value"]["width"] == value and response["value"]["signed"] and response["error"]["width"] == 1
     for port in ports.values():  # the fields tile the payload, from bit 0 up, without gaps
         if "fields" in port:
             end = 0
