@@ -60,3 +60,23 @@ def test_core_matches_integer_model_on_random_networks(name, tmp_path):
     case = random_case(**CASES[name])
     tests = ["traces_match", "learns_like_golden", "parameter_port_writes_reads_and_refuses"]
     assert sorted(run_case(case, tmp_path / "case.npz", tests)) == sorted(f"core_tb.{test}" for test in tests)
+
+
+ICEBREAKER = Path(__file__).parents[1] / "poise" / "models" / "icebreaker-784-128-10.npz"
+
+
+def test_core_runs_real_mnist_through_the_trained_icebreaker_bundle(mnist, tmp_path):
+    """The embedded 784-128-10 fixed-point bundle, 8 lanes: three test images traced register by register
+    (free phase, and a nudged phase without learning), then 20 training images learned on chip, after which
+    every weight and bias equals the golden model's. The training images are ones the network gets wrong:
+    on the ones it gets right, the nudge barely moves the states and no 8-bit weight changes."""
+    from poise.golden.bundle import load_bundle
+
+    model = IntegerSpikingModel.from_bundle(load_bundle(ICEBREAKER))
+    candidates = slice(0, 4000)
+    wrong = np.flatnonzero(model.infer(mnist.train_images[candidates]).predictions != mnist.train_labels[candidates])
+    assert len(wrong) >= 20, "the bundle makes fewer than 20 mistakes on these images; take more candidates"
+    traced = CoreCase.from_model(model, 8, mnist.test_images[:3], mnist.test_labels[:3])
+    trained = dataclasses.replace(traced, images=mnist.train_images[wrong[:20]], labels=mnist.train_labels[wrong[:20]])
+    assert run_case(traced, tmp_path / "traced.npz", ["traces_match"]) == ("core_tb.traces_match",)
+    assert run_case(trained, tmp_path / "trained.npz", ["learns_like_golden"]) == ("core_tb.learns_like_golden",)
