@@ -225,9 +225,7 @@ class IntegerSpikingModel:
             self.neuron_step(state, u[np.newaxis], offset, target_raw, sign, int(t_index[k]))
         if trains is None:  # current mode: one sweep over the non-zero pixels' rows of W₀
             rows = np.flatnonzero(image[0])
-            product = image[0, rows, np.newaxis].astype(np.int64) * summed[np.newaxis] * fixed.eta[0]
-            shift = fixed.pixel.frac + fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac
-            increment = self.saturate("increment", self.rs(product, shift), fixed.increment, self.learn_saturations)
+            increment = self.sweep_increment(image[0, rows, np.newaxis], summed[np.newaxis])
             self.weights[0][rows] = self.learn_add(self.weights[0][rows], increment, fixed.weight, "w")
         counts = self.learn_saturations["saturations"]
         for name, count in state["saturations"].items():  # the neuron registers of both phases
@@ -241,6 +239,13 @@ class IntegerSpikingModel:
         shift = fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac  # type: ignore[union-attr]
         raw = self.rs(delta * fixed.eta[layer], shift)  # type: ignore[index]
         return self.saturate("increment", raw, fixed.increment, self.learn_saturations)
+
+    def sweep_increment(self, pixels: np.ndarray, summed: np.ndarray) -> np.ndarray:
+        """Current mode's W₀ increment Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc)) (broadcast)."""
+        fixed = self.fixed
+        product = pixels.astype(np.int64) * summed * fixed.eta[0]  # type: ignore[index]
+        shift = fixed.pixel.frac + fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac  # type: ignore[union-attr]
+        return self.saturate("increment", self.rs(product, shift), fixed.increment, self.learn_saturations)
 
     def learn_add(self, values: np.ndarray, increment: np.ndarray, fmt: FixedFormat, name: str) -> np.ndarray:
         """sat(w + ((Δw + r) >> g)): r is the next LFSR word per value in C order (stochastic rounding) or

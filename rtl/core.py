@@ -31,20 +31,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from poise.errors import PoiseError
-from poise.golden.fixed import FixedFormat, FixedPointSpec
+from poise.golden.fixed import FixedPointSpec
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.lfsr import LeapLfsr
 from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, wire
 from poise.rtl.schedule import ScheduleROM
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
+from poise.rtl.synapse import PIXEL_BITS, SynapseLane, SynapseOp, eta_shift, increment, learn_add
 
-PIXEL_BITS = 8
 COUNTER_BITS = 32
-
-
-def _bits(magnitude: int) -> int:
-    """Width of a signed register holding ±magnitude."""
-    return int(magnitude).bit_length() + 1
 
 
 def _state(fixed: FixedPointSpec) -> unsigned:
@@ -172,13 +167,6 @@ class NetworkCore(wiring.Component):
         sweep = [] if geometry.spike_input else [_Segment("nonzero", 0, "row", "sweep")]
         return accumulate, drive, sweep
 
-    def accumulator_bits(self) -> int:
-        """u banks hold the exact sum of any spikes with any weights of the format (saturated only on use)."""
-        layers, largest = self.geometry.layers, 1 << (self.geometry.fixed.weight.width - 1)
-        fan_in = max((layers[m] if m > 0 or self.geometry.spike_input else 0) + (layers[m + 2] if m + 2 < len(layers)
-                     else 0) for m in range(len(layers) - 1))
-        return max(_bits(fan_in * largest), self.geometry.fixed.accumulator.width)
-
     # -- gateware ---------------------------------------------------------------------------------------------
     def elaborate(self, platform: object) -> Module:
         geometry, spec, fixed = self.geometry, self.geometry.spec, self.geometry.fixed
@@ -230,10 +218,10 @@ class NetworkCore(wiring.Component):
                 banks.append((mem.read_port(transparent_for=(write,)), write))
             return banks
 
-        u_shape = signed(self.accumulator_bits())
+        u_shape = signed(geometry.accumulator_bits)
         increment_shape = signed(fixed.increment.width)
-        drive_shape = signed(_bits(n_in * (1 << (fixed.weight.width - 1)) * 255))
-        delta_shape = signed(_bits((1 << F) * max(spec.steps_nudge, 1)))
+        drive_shape = signed(geometry.drive_bits)
+        delta_shape = signed(geometry.summed_bits)
         first_depth = -(-sizes[0] // P)
         u_banks = neuron_banks("u", u_shape, geometry.neuron_depth)
         inc_down = neuron_banks("inc_down", increment_shape, geometry.neuron_depth) if learning else None
@@ -297,14 +285,6 @@ class NetworkCore(wiring.Component):
         m.d.comb += lfsr.advance.eq(Mux(stochastic, lfsr_advance, 0))
         noise = [lfsr.words[r] if stochastic else Const((1 << guard) >> 1, max(guard, 1)) for r in range(P)]
 
-        def learn_add(value: Value, increment: Value, noise_word: Value, fmt: FixedFormat, name: str) -> Value:
-            """sat(w + ((Δw + r) >> g)), the golden model's ``learn_add``."""
-            return saturate(m, value + ((increment + noise_word) >> guard), fmt, name)
-
-        def increment_of(product: Value, amount: int, name: str) -> Value:
-            return saturate(m, rs(product, amount), fixed.increment, name)
-
-        eta_shift = F + (fixed.eta_format.frac if learning else 0) - fixed.increment.frac
 
         # -- the accumulate engine: segments of a pass, P lanes ----------------------------------------------
         segment = Signal(range(max(len(segments), 1)), name="segment")
@@ -326,9 +306,9 @@ class NetworkCore(wiring.Component):
         issue_count = Signal(range(P + 1), name="issue_count")
         issue_layer = Signal(range(L), name="issue_layer")
         issue_kind_col = Signal(name="issue_kind_col")
-        issue_op = Signal(2, name="issue_op")  # 0 acc, 1 drive, 2 sweep
+        issue_op = Signal(SynapseOp, name="issue_op")
         issue_pixel = Signal(unsigned(PIXEL_BITS), name="issue_pixel")
-        ops = {"acc": 0, "drive": 1, "sweep": 2}
+        ops = {"acc": SynapseOp.ACCUMULATE, "drive": SynapseOp.DRIVE, "sweep": SynapseOp.SWEEP}
 
         for source in list_sources:
             m.d.comb += lists[source][0].addr.eq(position_next)
@@ -389,7 +369,7 @@ class NetworkCore(wiring.Component):
         # Stage 1 of the engine: the data is back; add, learn, write.
         held = Signal(data.StructLayout({
             "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
-            "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": 2,
+            "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": SynapseOp,
             "pixel": issue_pixel.shape(), "learn": 1}), name="held")
         m.d.sync += [
             held.valid.eq(issue), held.addr.eq(issue_addr), held.rot.eq(issue_rot), held.target.eq(issue_target),
@@ -404,42 +384,42 @@ class NetworkCore(wiring.Component):
         def bank_of(lane: int, rotation: Value) -> Value:
             return (lane + rotation)[:LP] if LP else Const(0)
 
-        weight_in = [Signal(weight_shape, name=f"lane{r}_weight") for r in range(P)]
-        weight_out = [Signal(weight_shape, name=f"lane{r}_weight_new") for r in range(P)]
+        lanes = []
+        for r in range(P):
+            m.submodules[f"lane{r}"] = lane = SynapseLane(geometry)
+            lanes.append(lane)
+        weight_out = [lane.weight_next for lane in lanes]
         lane_valid = [Signal(name=f"lane{r}_valid") for r in range(P)]
         writes_weights = Signal(name="writes_weights")
-        if learning:
-            m.d.comb += writes_weights.eq(held.valid & ((held.op == ops["acc"]) & held.learn
-                                                        | (held.op == ops["sweep"])))
-        for r in range(P):
-            m.d.comb += lane_valid[r].eq(held.valid & (r < held.count))
+        for r, lane in enumerate(lanes):
+            m.d.comb += [
+                lane_valid[r].eq(held.valid & (r < held.count)),
+                lane.op.eq(held.op), lane.learn.eq(held.learn), lane.pixel.eq(held.pixel),
+                lane.noise.eq(noise[r]), lane.u.eq(u_banks[r][0].data),
+            ]
             with m.Switch(held.layer):
                 for layer in range(L):
                     with m.Case(layer):
                         data_by_bank = Array(port.data for port, _ in weight_banks[layer])
-                        m.d.comb += weight_in[r].eq(data_by_bank[bank_of(r, held.rot)])
-        m.d.comb += lfsr_advance.eq(Mux(writes_weights, held.count, 0))
-
-        for r in range(P):
-            u_read, u_write = u_banks[r]
-            m.d.comb += [u_write.addr.eq(held.target), u_write.data.eq(u_read.data + weight_in[r])]
-            with m.If(lane_valid[r] & (held.op == ops["acc"])):
-                m.d.comb += u_write.en.eq(1)
+                        m.d.comb += lane.weight.eq(data_by_bank[bank_of(r, held.rot)])
             if learning:
-                increment = Mux(held.col, inc_up[r][0].data, inc_down[r][0].data) if inc_up else inc_down[r][0].data
-                acc_new = learn_add(weight_in[r], increment, noise[r], fixed.weight, f"lane{r}_learned")
-                if drive_banks is not None:
-                    product = held.pixel * summed_banks[r][0].data * fixed.eta[0]
-                    sweep_inc = increment_of(product, PIXEL_BITS + eta_shift, f"lane{r}_sweep_increment")
-                    sweep_new = learn_add(weight_in[r], sweep_inc, noise[r], fixed.weight, f"lane{r}_swept")
-                    m.d.comb += weight_out[r].eq(Mux(held.op == ops["sweep"], sweep_new, acc_new))
-                else:
-                    m.d.comb += weight_out[r].eq(acc_new)
+                down = inc_down[r][0].data
+                m.d.comb += lane.increment.eq(Mux(held.col, inc_up[r][0].data, down) if inc_up else down)
             if drive_banks is not None:
-                d_read, d_write = drive_banks[r]
-                m.d.comb += [d_write.addr.eq(held.target), d_write.data.eq(d_read.data + weight_in[r] * held.pixel)]
-                with m.If(lane_valid[r] & (held.op == ops["drive"])):
+                m.d.comb += lane.drive.eq(drive_banks[r][0].data)
+            if summed_banks is not None:
+                m.d.comb += lane.summed.eq(summed_banks[r][0].data)
+            u_write = u_banks[r][1]
+            m.d.comb += [u_write.addr.eq(held.target), u_write.data.eq(lane.u_next)]
+            with m.If(lane_valid[r] & lane.write_u):
+                m.d.comb += u_write.en.eq(1)
+            if drive_banks is not None:
+                d_write = drive_banks[r][1]
+                m.d.comb += [d_write.addr.eq(held.target), d_write.data.eq(lane.drive_next)]
+                with m.If(lane_valid[r] & lane.write_drive):
                     m.d.comb += d_write.en.eq(1)
+        m.d.comb += writes_weights.eq(held.valid & lanes[0].write_weight)
+        m.d.comb += lfsr_advance.eq(Mux(writes_weights, held.count, 0))
         for layer in range(L):
             for bank, (_, write) in enumerate(weight_banks[layer]):
                 lane = lane_of(bank, held.rot)
@@ -548,7 +528,7 @@ class NetworkCore(wiring.Component):
             increment_now = Array(read.data for read, _ in inc_down)[request_lane]
             m.d.comb += [
                 bias_mem[1].addr.eq(at_request.neuron),
-                bias_mem[1].data.eq(learn_add(bias_now, increment_now, noise[0], fixed.bias, "bias_learned")),
+                bias_mem[1].data.eq(learn_add(m, bias_now, increment_now, noise[0], fixed.bias, guard, "bias_learned")),
             ]
             with m.If(request_valid & learn):
                 m.d.comb += [bias_mem[1].en.eq(1), lfsr_advance.eq(1)]
@@ -604,7 +584,7 @@ class NetworkCore(wiring.Component):
                 if banks is None:
                     continue
                 eta_of_span = Array(etas[min(i + which, len(etas) - 1)] for i in range(L))[delayed.span]
-                value = increment_of(delta * eta_of_span, eta_shift, f"increment_{which}")
+                value = increment(m, delta * eta_of_span, eta_shift(fixed), fixed, f"increment_{which}")
                 for r, (_, write) in enumerate(banks):
                     m.d.comb += [write.addr.eq(delayed.addr), write.data.eq(value)]
                     lane_r = (delayed.local[:LP] == r) if LP else Const(1)

@@ -13,6 +13,11 @@ from poise.golden.fixed import FixedPointSpec
 from poise.golden.spec import NetworkSpec
 
 
+def _signed_bits(magnitude: int) -> int:
+    """Width of a signed word holding ±magnitude."""
+    return int(magnitude).bit_length() + 1
+
+
 @dataclass(frozen=True)
 class CoreGeometry:
     """The memory map of a :class:`~poise.rtl.core.NetworkCore` with ``lanes`` = P synapse lanes.
@@ -83,6 +88,25 @@ class CoreGeometry:
     @property
     def neuron_depth(self) -> int:
         return self.neuron_base[-1] + -(-self.sizes[-1] // self.lanes)
+
+    @cached_property
+    def accumulator_bits(self) -> int:
+        """Width of the u words: the exact sum of any spikes with any weights of the format (u saturates to the
+        spec's accumulator format only when the neuron reads it, as the golden model does)."""
+        layers, largest = self.layers, 1 << (self.fixed.weight.width - 1)
+        fan_in = max((layers[m] if m > 0 or self.spike_input else 0) + (layers[m + 2] if m + 2 < len(layers) else 0)
+                     for m in range(len(layers) - 1))
+        return max(_signed_bits(fan_in * largest), self.fixed.accumulator.width)
+
+    @cached_property
+    def drive_bits(self) -> int:
+        """Width of the current-mode drive Σᵢ wᵢⱼ·pixelᵢ before its rounding."""
+        return _signed_bits(self.layers[0] * (1 << (self.fixed.weight.width - 1)) * 255)
+
+    @cached_property
+    def summed_bits(self) -> int:
+        """Width of the current-mode Σₜ Δs of a first-layer neuron over a nudged phase."""
+        return _signed_bits(self.fixed.state.one * max(self.spec.steps_nudge, 1))
 
     def weight_location(self, layer: int, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bank, address) of weights (row, col) of W_layer."""

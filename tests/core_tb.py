@@ -33,8 +33,8 @@ async def traces_match(dut: Any) -> None:
         image, label, negative = case.images[k], int(case.labels[k]), bool(k % 2)
         result, words = await core.run_image(image)
         context = f"image {k}, inference: "
-        problem = result_mismatch(golden_result(model, image), result, context) or trace_mismatch(
-            case.geometry, model.trace(image), trace_columns(case.geometry, words), context)
+        problem = trace_mismatch(case.geometry, model.trace(image), trace_columns(case.geometry, words),
+                                 context) or result_mismatch(golden_result(model, image), result, context)
         assert problem is None, problem
         result, words = await core.run_image(image, train=True, label=label, beta_negative=negative)
         golden = model.trace(image, label, -1 if negative else 1)

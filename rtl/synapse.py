@@ -1,0 +1,106 @@
+"""One synapse lane of the accumulate engine: the accumulate, the current-mode drive and the learning unit's
+read-modify-write of one weight (docs/FIXED_POINT.md "On-chip learning")."""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Module, Mux, Value, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from poise.golden.fixed import FixedFormat, FixedPointSpec
+from poise.rtl.geometry import CoreGeometry
+from poise.rtl.neuron import round_shift, saturate
+
+PIXEL_BITS = 8
+
+
+class SynapseOp(enum.IntEnum):
+    """What a lane does with the weight it reads."""
+
+    ACCUMULATE = 0  # u += w; when learning, w ← w + Δw of the target neuron
+    DRIVE = 1  # drive += w·pixel (current mode, once per image)
+    SWEEP = 2  # w ← w + Δw(pixel, Σ Δs) (current-mode learning of W₀, once per training image)
+
+
+def learn_add(m: Module, value: Value, increment: Value, noise: Value, fmt: FixedFormat, guard: int, name: str
+              ) -> Value:
+    """sat(w + ((Δw + r) >> g)): the golden model's ``learn_add``; r is a random word or 2^(g−1)."""
+    return saturate(m, value + ((increment + noise) >> guard), fmt, name)
+
+
+def increment(m: Module, product: Value, shift: int, fixed: FixedPointSpec, name: str) -> Value:
+    """sat(rs(product, shift)) in the increment format: the golden model's ``increment`` once the product
+    Δs·η (or pixel·ΣΔs·η₀) is formed."""
+    return saturate(m, round_shift(product, shift, fixed.rounding), fixed.increment, name)
+
+
+def eta_shift(fixed: FixedPointSpec) -> int:
+    """The shift that takes Δs·η (state LSBs × η LSBs) to increment LSBs: F + K_η − f_inc."""
+    return fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac  # type: ignore[union-attr]
+
+
+def request_fields(geometry: CoreGeometry) -> dict[str, object]:
+    """What a lane reads: the ``op`` and whether the image ``learn``s; the ``weight``; the target neuron's
+    ``u``, learning ``increment`` Δw, ``drive`` and Δs sum ``summed``; the row's ``pixel``; a random ``noise``
+    word (or 2^(g−1) for nearest rounding)."""
+    fixed = geometry.fixed
+    return {
+        "op": SynapseOp, "learn": 1, "weight": signed(fixed.weight.width),
+        "u": signed(geometry.accumulator_bits), "increment": signed(fixed.increment.width),
+        "drive": signed(geometry.drive_bits), "summed": signed(geometry.summed_bits),
+        "pixel": unsigned(PIXEL_BITS), "noise": unsigned(max(fixed.guard, 1)),
+    }
+
+
+def result_fields(geometry: CoreGeometry) -> dict[str, object]:
+    """What a lane writes back: the new u, weight and drive (``*_next``), and which of them to write."""
+    fixed = geometry.fixed
+    return {
+        "u_next": signed(geometry.accumulator_bits), "weight_next": signed(fixed.weight.width),
+        "drive_next": signed(geometry.drive_bits), "write_u": 1, "write_weight": 1, "write_drive": 1,
+    }
+
+
+class SynapseLane(wiring.Component):
+    """One lane, combinational, bit-exact with the golden model's accumulate pass, drive and sweep:
+
+    - ``ACCUMULATE``: ``u + w``; with ``learn``, ``w ← sat(w + ((Δw + r) >> g))`` ([002] Eq. 1 as a
+      read-modify-write, stochastic rounding with the LFSR word r);
+    - ``DRIVE``: ``drive + w·pixel``;
+    - ``SWEEP``: ``Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc))``, then the same write.
+
+    The engine feeds the inputs (:func:`request_fields`) from the memories' read ports and the outputs
+    (:func:`result_fields`) to their write ports in the same cycle. Every field is a port of its own: Verilator
+    mis-schedules one struct-typed port that the core drives in parts, one of them conditionally (measured: the
+    weight read as 0 on Verilator while Amaranth's simulator was right). Without learning constants in the
+    spec, no weight is ever written.
+    """
+
+    def __init__(self, geometry: CoreGeometry) -> None:
+        self.geometry = geometry
+        super().__init__({**{name: In(shape) for name, shape in request_fields(geometry).items()},
+                          **{name: Out(shape) for name, shape in result_fields(geometry).items()}})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        fixed, op = self.geometry.fixed, self.op
+        m.d.comb += [
+            self.u_next.eq(self.u + self.weight),
+            self.drive_next.eq(self.drive + self.weight * self.pixel),
+            self.write_u.eq(op == SynapseOp.ACCUMULATE),
+            self.write_drive.eq(op == SynapseOp.DRIVE),
+        ]
+        if fixed.eta is None:
+            return m
+        guard = fixed.guard
+        learned = learn_add(m, self.weight, self.increment, self.noise, fixed.weight, guard, "learned")
+        swept_increment = increment(m, self.pixel * self.summed * fixed.eta[0], PIXEL_BITS + eta_shift(fixed),
+                                    fixed, "swept_increment")
+        swept = learn_add(m, self.weight, swept_increment, self.noise, fixed.weight, guard, "swept")
+        m.d.comb += [
+            self.weight_next.eq(Mux(op == SynapseOp.SWEEP, swept, learned)),
+            self.write_weight.eq((op == SynapseOp.ACCUMULATE) & self.learn | (op == SynapseOp.SWEEP)),
+        ]
+        return m

@@ -1,0 +1,115 @@
+"""One synapse lane in Amaranth's simulator against the integer golden model's own arithmetic: the
+accumulate, the drive, and the learning unit's read-modify-write with stochastic or nearest rounding."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from poise.golden.fixed import derive_fixed_spec
+from poise.golden.integer import IntegerSpikingModel
+from poise.golden.model import build_model
+from poise.golden.spec import SpikingOptions, default_spec
+from poise.rtl.geometry import CoreGeometry
+from poise.rtl.synapse import SynapseLane, SynapseOp
+
+
+class FixedNoise:
+    """Stands in for the golden model's LFSR: hands out the given words in order."""
+
+    def __init__(self, words: np.ndarray) -> None:
+        self.words_left = list(words)
+
+    def words(self, count: int) -> np.ndarray:
+        taken, self.words_left = self.words_left[:count], self.words_left[count:]
+        return np.array(taken, np.int64)
+
+
+def model_for(rounding: str) -> IntegerSpikingModel:
+    spec = default_spec("spiking", (20, 9, 4)).replace(steps_free=8, steps_nudge=5,
+                                                       spiking=SpikingOptions(input_mode="current"))
+    params = build_model(spec).params
+    return IntegerSpikingModel.from_float(spec, params, derive_fixed_spec(spec, params, learning=True,
+                                                                          learn_rounding=rounding))
+
+
+def edge_and_random(fmt_min: int, fmt_max: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    edges = np.unique(np.clip([fmt_min, fmt_min + 1, -1, 0, 1, fmt_max - 1, fmt_max], fmt_min, fmt_max))
+    return np.concatenate([edges, rng.integers(fmt_min, fmt_max + 1, count - len(edges))])
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_synapse_lane_is_the_golden_accumulate_drive_and_learning(rounding):
+    model, rng, count = model_for(rounding), np.random.default_rng(7), 400
+    fixed = model.fixed
+    geometry = CoreGeometry(model.spec, model.fixed, 2)
+    weight = edge_and_random(fixed.weight.min_raw, fixed.weight.max_raw, count, rng)
+    inc = edge_and_random(fixed.increment.min_raw, fixed.increment.max_raw, count, rng)
+    pixel = edge_and_random(0, 255, count, rng)
+    top = geometry.fixed.state.one * model.spec.steps_nudge
+    summed = edge_and_random(-top, top, count, rng)
+    u = rng.integers(-(1 << (geometry.accumulator_bits - 2)), 1 << (geometry.accumulator_bits - 2), count)
+    drive = rng.integers(-(1 << (geometry.drive_bits - 2)), 1 << (geometry.drive_bits - 2), count)
+    if rounding == "stochastic":
+        noise = rng.integers(0, 1 << fixed.guard, count)
+    else:
+        noise = np.full(count, 1 << fixed.guard >> 1)
+    model.lfsr = FixedNoise(noise)
+    learned = model.learn_add(weight, inc, fixed.weight, "w")
+    model.lfsr = FixedNoise(noise)
+    swept = model.learn_add(weight, model.sweep_increment(pixel, summed), fixed.weight, "w")
+    expected = {
+        SynapseOp.ACCUMULATE: {"u": u + weight, "weight": learned, "write_u": 1, "write_drive": 0},
+        SynapseOp.DRIVE: {"drive": drive + weight * pixel, "write_u": 0, "write_drive": 1, "write_weight": 0},
+        SynapseOp.SWEEP: {"weight": swept, "write_u": 0, "write_drive": 0, "write_weight": 1},
+    }
+    dut = SynapseLane(geometry)
+    got: dict[tuple[SynapseOp, int, str], int] = {}
+
+    async def bench(ctx):
+        for op in SynapseOp:
+            for learn in (0, 1):
+                for k in range(count):
+                    for name, values in (("weight", weight), ("increment", inc), ("pixel", pixel),
+                                         ("summed", summed), ("u", u), ("drive", drive), ("noise", noise)):
+                        ctx.set(getattr(dut, name), int(values[k]))
+                    ctx.set(dut.op, op)
+                    ctx.set(dut.learn, learn)
+                    await ctx.delay(1e-9)
+                    for name in ("u", "weight", "drive", "write_u", "write_weight", "write_drive"):
+                        port = name if name.startswith("write") else f"{name}_next"
+                        got[op, learn, k, name] = ctx.get(getattr(dut, port))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    for op, fields in expected.items():
+        for learn in (0, 1):
+            for name, values in fields.items():
+                if name == "weight" and op == SynapseOp.ACCUMULATE and not learn:
+                    continue
+                values = np.broadcast_to(values, (count,))
+                observed = np.array([got[op, learn, k, name] for k in range(count)])
+                assert np.array_equal(observed, values), f"{op.name}, learn={learn}: {name}"
+        writes = [got[SynapseOp.ACCUMULATE, learn, 0, "write_weight"] for learn in (0, 1)]
+        assert writes == [0, 1], "a weight is written in the accumulate pass exactly when the image learns"
+
+
+def test_synapse_lane_never_writes_weights_without_learning_constants():
+    model = model_for("stochastic")
+    geometry = CoreGeometry(model.spec, dataclasses.replace(model.fixed, eta=None, eta_format=None), 1)
+    dut = SynapseLane(geometry)
+
+    async def bench(ctx):
+        for op in SynapseOp:
+            ctx.set(dut.op, op)
+            ctx.set(dut.learn, 1)
+            await ctx.delay(1e-9)
+            assert ctx.get(dut.write_weight) == 0
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
