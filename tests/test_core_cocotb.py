@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from poise.embedded import embedded_bundle
 from poise.golden.fixed import derive_fixed_spec
 from poise.golden.integer import IntegerSpikingModel
 from poise.golden.model import build_model
@@ -62,7 +63,7 @@ def test_core_matches_integer_model_on_random_networks(name, tmp_path):
     assert sorted(run_case(case, tmp_path / "case.npz", tests)) == sorted(f"core_tb.{test}" for test in tests)
 
 
-ICEBREAKER = Path(__file__).parents[1] / "poise" / "models" / "icebreaker-784-128-10.npz"
+ICEBREAKER = embedded_bundle()
 
 
 def test_core_runs_real_mnist_through_the_trained_icebreaker_bundle(mnist, tmp_path):

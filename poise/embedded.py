@@ -1,0 +1,14 @@
+"""The model bundles that ship inside the package (``poise/models``)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+ICEBREAKER_BUNDLE = "icebreaker-784-128-10.npz"
+"""784-128-10, current input, 8-bit fixed point for the iCEBreaker: trained by poise (docs/FIXED_POINT.md)."""
+
+
+def embedded_bundle(name: str = ICEBREAKER_BUNDLE) -> Path:
+    """The path of a bundle shipped with poise."""
+    return Path(str(resources.files("poise") / "models" / name))
