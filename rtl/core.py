@@ -56,11 +56,12 @@ def command_layout(geometry: CoreGeometry) -> data.StructLayout:
 def result_layout(geometry: CoreGeometry) -> data.StructLayout:
     """An image's result: the free phase's ``prediction`` (argmax of the output s, first maximum), the output
     states ``outputs`` (raw, state format), and the free phase's ``spikes`` and ``synops`` (as
-    :meth:`~poise.golden.spiking.SpikingEqProp.count_cost` counts them) and the image's ``cycles``."""
+    :meth:`~poise.golden.spiking.SpikingEqProp.count_cost` counts them), the image's ``cycles``, and
+    ``synapse_cycles``, the cycles the synapse lanes were busy (accumulate, drive and sweep passes)."""
     return data.StructLayout({
         "prediction": range(geometry.sizes[-1]),
         "outputs": data.ArrayLayout(_state(geometry.fixed), geometry.sizes[-1]),
-        "spikes": COUNTER_BITS, "synops": COUNTER_BITS, "cycles": COUNTER_BITS,
+        "spikes": COUNTER_BITS, "synops": COUNTER_BITS, "cycles": COUNTER_BITS, "synapse_cycles": COUNTER_BITS,
     })
 
 
@@ -266,7 +267,8 @@ class NetworkCore(wiring.Component):
         nudged = Signal(name="nudged")
         learn_enable = Signal(name="learn_enable")
         learn = Signal(name="learn")  # a learning image's nudged phase
-        spikes, synops, cycles = (Signal(COUNTER_BITS, name=name) for name in ("spikes", "synops", "cycles"))
+        spikes, synops, cycles, synapse_cycles = (
+            Signal(COUNTER_BITS, name=name) for name in ("spikes", "synops", "cycles", "synapse_cycles"))
         outputs = Signal(data.ArrayLayout(state_shape, n_out), name="outputs")
         prediction = Signal(range(n_out), name="prediction")
         best = Signal(state_shape, name="best")
@@ -295,6 +297,8 @@ class NetworkCore(wiring.Component):
         word = Signal(range(max(geometry.layers) + 1), name="word")
         starting = Signal(name="starting")
         engine_run = Signal(name="engine_run")
+        with m.If(engine_run):
+            m.d.sync += synapse_cycles.eq(synapse_cycles + 1)
         engine_done = Signal(name="engine_done")
         m.d.comb += position_next.eq(position)
 
@@ -648,7 +652,7 @@ class NetworkCore(wiring.Component):
         m.d.comb += [
             self.result.payload.prediction.eq(prediction), self.result.payload.outputs.eq(outputs),
             self.result.payload.spikes.eq(spikes), self.result.payload.synops.eq(synops),
-            self.result.payload.cycles.eq(cycles),
+            self.result.payload.cycles.eq(cycles), self.result.payload.synapse_cycles.eq(synapse_cycles),
         ]
 
         def clear(address: Value) -> list:
@@ -677,7 +681,8 @@ class NetworkCore(wiring.Component):
                         learn_enable.eq(self.command.payload.train & self.command.payload.learn if learning else 0),
                         label.eq(self.command.payload.label),
                         beta_negative.eq(self.command.payload.beta_negative),
-                        cycles.eq(0), spikes.eq(0), synops.eq(0), load_index.eq(0), nonzero_count.eq(0),
+                        cycles.eq(0), synapse_cycles.eq(0), spikes.eq(0), synops.eq(0), load_index.eq(0),
+                        nonzero_count.eq(0),
                         step.eq(0), t.eq(1), nudged.eq(0), busy.eq(1),
                         *(lists[source][2].eq(0) for source in list_sources),
                         *([input_written.eq(0)] if spike_input else []),

@@ -8,6 +8,9 @@ free phase's spikes and SynOps per image, and sets the cycles beside two bounds 
 - the **neuron bound**, one neuron update per cycle: (non-input neurons) × (free-phase steps) cycles, which
   the single neuron pipeline cannot beat whatever P is.
 
+The core also counts the cycles its synapse lanes are busy (the accumulate and drive passes); SynOps / P
+over those cycles is how well the P lanes are used.
+
 Results go to ``OUT/core.json`` (with the date and the command), ``OUT/core.md`` and ``OUT/core_cycles.png``.
 A run with many images is the slow bit-exact regression of the core: any result that differs from the golden
 model fails it.
@@ -98,6 +101,8 @@ def summarise(case: Any, inference: dict[str, Any], training: dict[str, Any] | N
         "synops_per_image": synops, "synop_bound": synop_bound, "neuron_bound": neuron_bound,
         "ratio_to_synop_bound": synop_bound / cycles,
         "ratio_to_both_bounds": max(synop_bound, neuron_bound) / cycles,
+        "synapse_cycles_per_image": float(np.mean([r["synapse_cycles"] for r in rows])),
+        "lane_use": synop_bound / float(np.mean([r["synapse_cycles"] for r in rows])),
         "accuracy": float(np.mean([r["prediction"] == r["label"] for r in rows])),
         "bit_exact": not inference["mismatches"], "simulated_seconds": inference["seconds"],
     }
@@ -155,15 +160,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"`{report['command']}` ({report['date']}, network {'-'.join(map(str, report['layers']))})",
         "",
         "| input | P | images | cycles/image | SynOp bound | neuron bound | ratio to SynOp bound | ratio to both "
-        "| spikes/image | SynOps/image | cycles/training image | bit-exact |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| synapse cycles/image | lane use | spikes/image | SynOps/image | cycles/training image | bit-exact |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["entries"]:
         train = f"{e['cycles_per_training_image']:,.0f}" if "cycles_per_training_image" in e else "—"
         exact = e["bit_exact"] and e.get("training_bit_exact", True)
         lines.append(f"| {e['mode']} | {e['lanes']} | {e['images']} | {e['cycles_per_image']:,.0f} | "
                      f"{e['synop_bound']:,.0f} | {e['neuron_bound']:,.0f} | {e['ratio_to_synop_bound']:.2f} | "
-                     f"{e['ratio_to_both_bounds']:.2f} | {e['spikes_per_image']:,.0f} | {e['synops_per_image']:,.0f} "
+                     f"{e['ratio_to_both_bounds']:.2f} | {e['synapse_cycles_per_image']:,.0f} | {e['lane_use']:.2f} | "
+                     f"{e['spikes_per_image']:,.0f} | {e['synops_per_image']:,.0f} "
                      f"| {train} | {exact} |")
     return "\n".join(lines) + "\n"
 

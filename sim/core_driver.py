@@ -217,7 +217,8 @@ class CocotbCore:
             await ReadOnly()
         view = self.result.from_bits(dut.result__payload.value.to_unsigned())
         result = {"prediction": int(view.prediction), "outputs": np.array([int(v) for v in view.outputs]),
-                  "spikes": int(view.spikes), "synops": int(view.synops), "cycles": int(view.cycles)}
+                  "spikes": int(view.spikes), "synops": int(view.synops), "cycles": int(view.cycles),
+                  "synapse_cycles": int(view.synapse_cycles)}
         await FallingEdge(dut.clk)
         dut.result__ready.value = 1
         await FallingEdge(dut.clk)

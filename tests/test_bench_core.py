@@ -30,6 +30,7 @@ def test_bench_core_measures_cycles_against_the_bounds(tmp_path, mnist):
     assert entry["cycles_per_image"] >= max(entry["synop_bound"], entry["neuron_bound"]) > 0
     assert entry["neuron_bound"] == 22 * 16
     assert entry["cycles_per_training_image"] > entry["cycles_per_image"]
+    assert 0 < entry["synapse_cycles_per_image"] < entry["cycles_per_image"] and entry["lane_use"] > 0
     assert (out / "core_cycles.png").stat().st_size > 1000
     assert "| current | 2 | 3 |" in (out / "core.md").read_text() and report["command"].startswith("poise bench core")
 
