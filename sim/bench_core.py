@@ -76,6 +76,7 @@ def measure(case: Any, out_json: Path) -> dict[str, Any]:
     from poise.rtl.core import NetworkCore
     from poise.sim.cocotb_runner import run_cocotb
 
+    out_json = out_json.resolve()  # the cocotb process runs in its build folder
     case_path = case.save(out_json.with_suffix(".npz"))
     core = NetworkCore(case.geometry, case.weights, case.biases)
     started = time.perf_counter()
