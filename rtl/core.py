@@ -319,55 +319,55 @@ class NetworkCore(wiring.Component):
         if spike_input:  # the half the encode pass filled at the step before
             m.d.comb += lists["input"][0].addr.eq(position_next + Mux(step[0], 0, n_in))
         with m.If(engine_run), m.Switch(segment):
-                for index, seg in enumerate(segments):
-                    with m.Case(index):
-                        read, _, count, _ = lists[seg.source]
-                        entry = read.data.index if seg.source == "nonzero" else read.data
-                        layer = seg.layer
+            for index, seg in enumerate(segments):
+                with m.Case(index):
+                    read, _, count, _ = lists[seg.source]
+                    entry = read.data.index if seg.source == "nonzero" else read.data
+                    layer = seg.layer
+                    if seg.kind == "row":
+                        words, target_span = geometry.words(layer), layer
+                    else:
+                        words, target_span = -(-geometry.layers[layer] // P), layer - 1
+                    n_target = geometry.sizes[target_span]
+                    last_word = word == words - 1
+                    with m.If(starting):
+                        m.d.comb += position_next.eq(0)
+                        with m.If(count == 0):
+                            with m.If(segment == segment_last):
+                                m.d.comb += engine_done.eq(1)
+                            with m.Else():
+                                m.d.sync += segment.eq(segment + 1)
+                        with m.Else():
+                            m.d.sync += starting.eq(0)
+                    with m.Else():
+                        m.d.comb += [
+                            issue.eq(1), issue_layer.eq(layer), issue_kind_col.eq(seg.kind == "col"),
+                            issue_op.eq(ops[seg.op]),
+                            issue_target.eq(geometry.neuron_base[target_span] + word),
+                            issue_count.eq(Mux(n_target - word * P >= P, P, n_target - word * P)),
+                        ]
+                        if seg.source == "nonzero":
+                            m.d.comb += issue_pixel.eq(read.data.pixel)
                         if seg.kind == "row":
-                            words, target_span = geometry.words(layer), layer
+                            m.d.comb += issue_rot.eq(entry[:LP] if geometry.skewed(layer) and LP else 0)
+                            for r in range(P):
+                                m.d.comb += issue_addr[r].eq(entry * words + word)
                         else:
-                            words, target_span = -(-geometry.layers[layer] // P), layer - 1
-                        n_target = geometry.sizes[target_span]
-                        last_word = word == words - 1
-                        with m.If(starting):
-                            m.d.comb += position_next.eq(0)
-                            with m.If(count == 0):
+                            m.d.comb += issue_rot.eq(entry[:LP] if LP else 0)
+                            for r in range(P):
+                                m.d.comb += issue_addr[r].eq((word * P + r) * geometry.words(layer) + (entry >> LP))
+                        with m.If(last_word):
+                            m.d.sync += word.eq(0)
+                            with m.If(position + 1 == count):
+                                m.d.sync += starting.eq(1)
                                 with m.If(segment == segment_last):
                                     m.d.comb += engine_done.eq(1)
                                 with m.Else():
                                     m.d.sync += segment.eq(segment + 1)
                             with m.Else():
-                                m.d.sync += starting.eq(0)
+                                m.d.comb += position_next.eq(position + 1)
                         with m.Else():
-                            m.d.comb += [
-                                issue.eq(1), issue_layer.eq(layer), issue_kind_col.eq(seg.kind == "col"),
-                                issue_op.eq(ops[seg.op]),
-                                issue_target.eq(geometry.neuron_base[target_span] + word),
-                                issue_count.eq(Mux(n_target - word * P >= P, P, n_target - word * P)),
-                            ]
-                            if seg.source == "nonzero":
-                                m.d.comb += issue_pixel.eq(read.data.pixel)
-                            if seg.kind == "row":
-                                m.d.comb += issue_rot.eq(entry[:LP] if geometry.skewed(layer) and LP else 0)
-                                for r in range(P):
-                                    m.d.comb += issue_addr[r].eq(entry * words + word)
-                            else:
-                                m.d.comb += issue_rot.eq(entry[:LP] if LP else 0)
-                                for r in range(P):
-                                    m.d.comb += issue_addr[r].eq((word * P + r) * geometry.words(layer) + (entry >> LP))
-                            with m.If(last_word):
-                                m.d.sync += word.eq(0)
-                                with m.If(position + 1 == count):
-                                    m.d.sync += starting.eq(1)
-                                    with m.If(segment == segment_last):
-                                        m.d.comb += engine_done.eq(1)
-                                    with m.Else():
-                                        m.d.sync += segment.eq(segment + 1)
-                                with m.Else():
-                                    m.d.comb += position_next.eq(position + 1)
-                            with m.Else():
-                                m.d.sync += word.eq(word + 1)
+                            m.d.sync += word.eq(word + 1)
         m.d.sync += position.eq(position_next)
 
         # Stage 1 of the engine: the data is back; add, learn, write.
