@@ -62,13 +62,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def chosen_experiments(only: str | None, experiments: tuple[str, ...]) -> list[str]:
+    """The experiments a comma-separated ``--only`` names (all when None); refuses unknown names."""
     from poise.errors import PoiseError
 
-    chosen = args.only.split(",") if args.only else list(EXPERIMENTS)
-    unknown = set(chosen) - set(EXPERIMENTS)
+    chosen = only.split(",") if only else list(experiments)
+    unknown = set(chosen) - set(experiments)
     if unknown:
-        raise PoiseError(f"unknown experiment(s) {', '.join(sorted(unknown))}; choose from {', '.join(EXPERIMENTS)}")
+        raise PoiseError(f"unknown experiment(s) {', '.join(sorted(unknown))}; choose from {', '.join(experiments)}")
+    return chosen
+
+
+def run(args: argparse.Namespace) -> int:
+
+    chosen = chosen_experiments(args.only, EXPERIMENTS)
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "golden.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
