@@ -144,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
         entries.append(entry)
         tqdm.write(f"{mode} P={p}: {entry['cycles_per_image']:.0f} cycles/image, ratio to the SynOp bound "
                    f"{entry['ratio_to_synop_bound']:.2f}, bit-exact {entry['bit_exact']}")
-    command = (f"poise bench core --bundle {args.bundle} --lanes {args.lanes} --modes {args.modes} "
+    bundle_option = "" if args.bundle == EMBEDDED_BUNDLE else f" --bundle {args.bundle}"
+    command = (f"poise bench core{bundle_option} --lanes {args.lanes} --modes {args.modes} "
                f"--images {args.images} --train-images {args.train_images}"
                + (" --check-weights" if args.check_weights else ""))
-    report = {"date": datetime.date.today().isoformat(), "command": command, "bundle": str(args.bundle),
+    report = {"date": datetime.date.today().isoformat(), "command": command, "bundle": args.bundle.name,
               "layers": list(bundle.spec.layers), "entries": entries}
     (args.out / "core.json").write_text(json.dumps(report, indent=2))
     (args.out / "core.md").write_text(markdown(report))
