@@ -146,16 +146,21 @@ class IntegerSpikingModel:
             target = np.zeros((1, self.spec.layers[-1]), np.float32)
             target[0, label] = 1
             phases.append(Phase(self.spec.steps_nudge, target, float(np.sign(beta_sign) or 1)))
-        rows: dict[str, list[np.ndarray]] = {name: [] for name in TRACED}
-
-        def record(registers: dict[str, np.ndarray]) -> None:
-            for name in TRACED:
-                rows[name].append(registers[name][0].copy())
-
+        recorder = _Recorder()
         trains = self.input_trains(pixels, self.step_indices(phases)) if self.spike_input else None
-        self.run(pixels, phases, record, trains)
-        return Trace(self.step_indices(phases), {name: np.stack(rows[name]) for name in TRACED}, self.spans,
-                     None if trains is None else trains[:, 0].astype(np.int64))
+        self.run(pixels, phases, recorder, trains)
+        return recorder.trace(self.step_indices(phases), self.spans, trains)
+
+    def train_image_traced(self, pixels: np.ndarray, label: int, beta_sign: int = 1) -> tuple[int, Trace]:
+        """:meth:`train_image`, and every register at every step of its free and nudged phases (the nudged
+        phase learns as it goes, so it differs from :meth:`trace` with a label)."""
+        recorder = _Recorder()
+        prediction = self.train_image(pixels, label, beta_sign, recorder)
+        phases = [Phase(self.spec.steps_free), Phase(self.spec.steps_nudge)]
+        trains = None
+        if self.spike_input:
+            trains = self.input_trains(self.check_pixels(np.asarray(pixels)[np.newaxis]), self.step_indices(phases))
+        return prediction, recorder.trace(self.step_indices(phases), self.spans, trains)
 
     # -- on-chip learning (docs/FIXED_POINT.md "On-chip learning") --------------------------------------
     def train(self, pixels: np.ndarray, labels: np.ndarray, beta_signs: np.ndarray | None = None) -> np.ndarray:
@@ -168,12 +173,13 @@ class IntegerSpikingModel:
         return np.array([self.train_image(image, int(label), int(sign))
                          for image, label, sign in zip(pixels, labels, beta_signs, strict=True)], np.int64)
 
-    def train_image(self, pixels: np.ndarray, label: int, beta_sign: int = 1) -> int:
+    def train_image(self, pixels: np.ndarray, label: int, beta_sign: int = 1,
+                    observer: Callable[[dict[str, np.ndarray]], None] | None = None) -> int:
         """One training image, batch 1: free phase, store s⁻, nudged phase towards one-hot ``label`` with β of
         sign ``beta_sign``, applying the spike-triggered rule as read-modify-writes in each accumulate pass.
         Returns the free-phase prediction (before the update). Weights and biases change in place; clamped
         values (w, b, increment and the neuron registers) are counted in ``learn_saturations``; random words
-        come from ``self.lfsr``."""
+        come from ``self.lfsr``. ``observer`` sees the registers after every step, as in :meth:`run`."""
         fixed = self.fixed
         if fixed.eta is None or fixed.eta_format is None:
             raise PoiseError("the fixed-point spec has no learning constants; derive it with derive_fixed_spec")
@@ -184,7 +190,7 @@ class IntegerSpikingModel:
         free, nudged = Phase(self.spec.steps_free), Phase(self.spec.steps_nudge, target, float(sign))
         t_index = self.step_indices([free, nudged])
         trains = self.input_trains(image, t_index) if self.spike_input else None
-        state, _, _, _ = self.run(image, [free], trains=None if trains is None else trains[:free.steps])
+        state, _, _, _ = self.run(image, [free], observer, None if trains is None else trains[:free.steps])
         prediction = int(state["s"][0, self.spans[-1]].argmax())
         s_minus = state["s"][0].copy()
         target_raw = quantise(target, fixed.state)
@@ -222,7 +228,9 @@ class IntegerSpikingModel:
                 increment = self.increment(delta[self.spans[layer]], layer)
                 self.biases[layer] = self.learn_add(bias, increment, fixed.bias, "b")
             summed += delta[first]
-            self.neuron_step(state, u[np.newaxis], offset, target_raw, sign, int(t_index[k]))
+            u_used, p, s_prev = self.neuron_step(state, u[np.newaxis], offset, target_raw, sign, int(t_index[k]))
+            if observer is not None:
+                observer({**state, "u": u_used, "p": p, "rho_prev": s_prev})
         if trains is None:  # current mode: one sweep over the non-zero pixels' rows of W₀
             rows = np.flatnonzero(image[0])
             increment = self.sweep_increment(image[0, rows, np.newaxis], summed[np.newaxis])
@@ -379,3 +387,18 @@ class IntegerSpikingModel:
         state["q"] = self.encode(s, state, t)
         state["s"], state["rho_prev"] = s, s
         return u, p, s_prev
+
+
+class _Recorder:
+    """An observer of :meth:`IntegerSpikingModel.run` that keeps the traced registers of image 0."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[np.ndarray]] = {name: [] for name in TRACED}
+
+    def __call__(self, registers: dict[str, np.ndarray]) -> None:
+        for name in TRACED:
+            self.rows[name].append(registers[name][0].copy())
+
+    def trace(self, t: np.ndarray, spans: list[slice], trains: np.ndarray | None) -> Trace:
+        return Trace(t, {name: np.stack(self.rows[name]) for name in TRACED}, spans,
+                     None if trains is None else trains[:, 0].astype(np.int64))
