@@ -71,16 +71,31 @@ def core_case(bundle: Any, mode: str, lanes: int, images: np.ndarray, labels: np
     return CoreCase.from_model(model, lanes, images, labels, **options)
 
 
-def measure(case: Any, out_json: Path) -> dict[str, Any]:
-    """Build (or reuse) the core of ``case``, stream its images on Verilator, return the per-image results."""
+def measure(case: Any, out_json: Path, label: str) -> dict[str, Any]:
+    """Build (or reuse) the core of ``case``, stream its images on Verilator, return the per-image results;
+    a progress bar follows the images."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
     from poise.rtl.core import NetworkCore
     from poise.sim.cocotb_runner import run_cocotb
 
     out_json = out_json.resolve()  # the cocotb process runs in its build folder
     case_path = case.save(out_json.with_suffix(".npz"))
+    progress = out_json.with_suffix(".progress")
+    progress.unlink(missing_ok=True)
     core = NetworkCore(case.geometry, case.weights, case.biases)
     started = time.perf_counter()
-    run = run_cocotb(core, "network_core", TESTBENCH, params={"case": str(case_path), "out": str(out_json)})
+    params = {"case": str(case_path), "out": str(out_json), "progress": str(progress)}
+    with ThreadPoolExecutor(1) as pool, tqdm(total=len(case.images), desc=label, unit="img", leave=False) as bar:
+        running = pool.submit(run_cocotb, core, "network_core", TESTBENCH, params=params)
+        while not running.done():
+            time.sleep(0.5)
+            done = int(progress.read_text() or 0) if progress.exists() else 0
+            bar.update(max(0, done - bar.n))
+        run = running.result()
+    progress.unlink(missing_ok=True)
     results = json.loads(out_json.read_text())
     results["wall_seconds"] = time.perf_counter() - started
     results["built"] = run.built
@@ -135,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
     configurations = [(mode, p) for mode in modes for p in lanes]
     for mode, p in tqdm(configurations, desc="core configurations", unit="config"):
         case = core_case(bundle, mode, p, *test)
-        inference = measure(case, args.out / f"core-{mode}-{p}.json")
+        inference = measure(case, args.out / f"core-{mode}-{p}.json", f"{mode} P={p} inference")
         training = None
         if args.train_images:
             training = measure(core_case(bundle, mode, p, *train, train=True, check_weights=args.check_weights),
-                               args.out / f"core-{mode}-{p}-train.json")
+                               args.out / f"core-{mode}-{p}-train.json", f"{mode} P={p} training")
         entry = summarise(case, inference, training)
         entries.append(entry)
         tqdm.write(f"{mode} P={p}: {entry['cycles_per_image']:.0f} cycles/image, ratio to the SynOp bound "

@@ -3,7 +3,8 @@ against the integer golden model.
 
 Params (:func:`~poise.sim.cocotb_runner.tb_params`): ``case``, a :class:`~poise.sim.core_driver.CoreCase`
 NPZ whose options say ``train`` (on-chip training instead of inference) and ``check_weights`` (read every
-weight back after training); ``out``, the JSON file the per-image results go to.
+weight back after training); ``out``, the JSON file the per-image results go to; optionally ``progress``, a
+file that gets the number of images done after each image.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ async def stream_images(dut: Any) -> None:
         if problem:
             mismatches.append(problem)
         rows.append({key: value for key, value in result.items() if key != "outputs"} | {"label": int(label)})
+        if "progress" in params:  # the parent process shows a progress bar from it
+            Path(params["progress"]).write_text(str(k + 1))
     if train and case.options.get("check_weights"):
         weights, biases = await core.read_parameters()
         for layer, (got, want) in enumerate(zip(weights + biases, model.weights + model.biases, strict=True)):
