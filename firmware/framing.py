@@ -18,6 +18,8 @@ CRC_POLY = 0x1021
 CRC_INIT = 0xFFFF
 MAX_BODY = 2048
 """Largest packet body in bytes (a 784-pixel image plus headers fits with room to spare)."""
+MAX_FRAME = MAX_BODY + 2 + (MAX_BODY + 2) // 254 + 1
+"""Longest COBS encoding of a body at the limit and its CRC (delimiter not counted)."""
 
 
 class FrameError(PoiseError):
@@ -97,7 +99,7 @@ def unpack_frame(frame: bytes) -> bytes:
         frame = frame[:-1]
     if not frame:
         raise FrameError("empty frame (two delimiters in a row)")
-    if len(frame) > MAX_BODY + 2 + (MAX_BODY + 2) // 254 + 1:
+    if len(frame) > MAX_FRAME:
         raise FrameError(f"frame of {len(frame)} bytes is longer than any valid frame (body limit {MAX_BODY})")
     packet = cobs_decode(frame)
     if len(packet) < 2:
@@ -122,7 +124,6 @@ class FrameSplitter:
     def feed(self, data: bytes) -> list[bytes]:
         """The complete frames (without delimiters) that ``data`` finishes, in order."""
         frames = []
-        limit = MAX_BODY + 2 + (MAX_BODY + 2) // 254 + 1
         for byte in data:
             if byte == DELIMITER:
                 if self.overflowed:
@@ -133,7 +134,7 @@ class FrameSplitter:
                 self.overflowed = False
             elif not self.overflowed:
                 self.buffer.append(byte)
-                if len(self.buffer) > limit:
+                if len(self.buffer) > MAX_FRAME:
                     self.buffer.clear()
                     self.overflowed = True
         return frames

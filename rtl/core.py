@@ -31,19 +31,14 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from poise.errors import PoiseError
-from poise.golden.fixed import FixedPointSpec
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.lfsr import LeapLfsr
-from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, wire
+from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, unsigned_word, wire
 from poise.rtl.schedule import ScheduleROM
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
-from poise.rtl.synapse import PIXEL_BITS, SynapseLane, SynapseOp, eta_shift, increment, learn_add
+from poise.rtl.synapse import SynapseLane, SynapseOp, eta_shift, increment, learn_add
 
 COUNTER_BITS = 32
-
-
-def _state(fixed: FixedPointSpec) -> unsigned:
-    return unsigned(fixed.state.width - 1)
 
 
 def command_layout(geometry: CoreGeometry) -> data.StructLayout:
@@ -60,7 +55,7 @@ def result_layout(geometry: CoreGeometry) -> data.StructLayout:
     ``synapse_cycles``, the cycles the synapse lanes were busy (accumulate, drive and sweep passes)."""
     return data.StructLayout({
         "prediction": range(geometry.sizes[-1]),
-        "outputs": data.ArrayLayout(_state(geometry.fixed), geometry.sizes[-1]),
+        "outputs": data.ArrayLayout(unsigned_word(geometry.fixed.state), geometry.sizes[-1]),
         "spikes": COUNTER_BITS, "synops": COUNTER_BITS, "cycles": COUNTER_BITS, "synapse_cycles": COUNTER_BITS,
     })
 
@@ -131,8 +126,8 @@ class NetworkCore(wiring.Component):
         spec, fixed = geometry.spec, geometry.fixed
         if spec.spiking is None or (spec.spiking.predictive is None) != (fixed.lambda_rom is None):
             raise PoiseError("the core needs a spiking spec whose predictive coding matches the fixed-point ROMs")
-        if geometry.layers[0] > 1 << 16 or fixed.pixel.frac != PIXEL_BITS:
-            raise PoiseError("the core takes 8-bit pixels")
+        if fixed.pixel.width - 1 != 8:
+            raise PoiseError(f"the core takes one byte per pixel; the spec's pixel format is {fixed.pixel}")
         steps = spec.steps_free + spec.steps_nudge
         last_t = steps if spec.spiking.continue_time else max(spec.steps_free, spec.steps_nudge)
         if last_t > fixed.steps:
@@ -149,7 +144,7 @@ class NetworkCore(wiring.Component):
                 raise PoiseError(f"{name} lie outside {fmt}")
         super().__init__({
             "command": In(stream.Signature(command_layout(geometry))),
-            "pixels": In(stream.Signature(unsigned(PIXEL_BITS))),
+            "pixels": In(stream.Signature(unsigned_word(fixed.pixel))),
             "result": Out(stream.Signature(result_layout(geometry))),
             "parameter_request": In(stream.Signature(parameter_request_layout(geometry))),
             "parameter_response": Out(stream.Signature(parameter_response_layout(geometry))),
@@ -181,7 +176,8 @@ class NetworkCore(wiring.Component):
         spike_input = geometry.spike_input
         learning = fixed.eta is not None
         stochastic = fixed.learn_rounding == "stochastic"
-        state_shape = _state(fixed)
+        state_shape = unsigned_word(fixed.state)
+        pixel_shape = unsigned_word(fixed.pixel)
         accumulate_segments, drive_segments, sweep_segments = self.segments()
         segments = accumulate_segments + drive_segments + sweep_segments
 
@@ -241,9 +237,9 @@ class NetworkCore(wiring.Component):
         bias_mem = neuron_memory("bias", signed(fixed.bias.width), self.bias_image)
         s_minus_mem = neuron_memory("s_minus", state_shape) if learning else None
 
-        pixel_mem = memory("pixels", unsigned(PIXEL_BITS), n_in)
+        pixel_mem = memory("pixels", pixel_shape, n_in)
         pixel_write, pixel_read = pixel_mem.write_port(), pixel_mem.read_port()
-        entry_nonzero = data.StructLayout({"index": range(n_in), "pixel": unsigned(PIXEL_BITS)})
+        entry_nonzero = data.StructLayout({"index": range(n_in), "pixel": pixel_shape})
         lists: dict = {}  # source -> (read port, write port, count register, capacity)
         list_sources = [*range(L), "nonzero"] + (["input"] if spike_input else [])
         for source in list_sources:
@@ -311,7 +307,7 @@ class NetworkCore(wiring.Component):
         issue_layer = Signal(range(L), name="issue_layer")
         issue_kind_col = Signal(name="issue_kind_col")
         issue_op = Signal(SynapseOp, name="issue_op")
-        issue_pixel = Signal(unsigned(PIXEL_BITS), name="issue_pixel")
+        issue_pixel = Signal(pixel_shape, name="issue_pixel")
         ops = {"acc": SynapseOp.ACCUMULATE, "drive": SynapseOp.DRIVE, "sweep": SynapseOp.SWEEP}
 
         for source in list_sources:
@@ -500,7 +496,7 @@ class NetworkCore(wiring.Component):
         m.d.comb += offset.eq(bias_now << shift)
         if drive_banks is not None:
             drive_now = Array(read.data for read, _ in drive_banks)[request_lane]
-            drive_rounded = rs(drive_now, fixed.weight.frac + PIXEL_BITS - F)
+            drive_rounded = rs(drive_now, fixed.weight.frac + fixed.pixel.frac - F)
             with m.If(at_request.span == 0):
                 m.d.comb += offset.eq((bias_now << shift) + drive_rounded)
         request = neuron.i.payload
@@ -621,7 +617,7 @@ class NetworkCore(wiring.Component):
             with m.If(encode_run & (pixel_index < n_in)):
                 m.d.sync += pixel_index.eq(pixel_index + 1)
             clamped = Signal(state_shape, name="clamped_s")
-            m.d.comb += clamped.eq(pixel_read.data << (F - PIXEL_BITS))
+            m.d.comb += clamped.eq(pixel_read.data << (F - fixed.pixel.frac))
             a = clamped
             if fixed.inv_lambda_rom is not None:
                 first = rs(clamped * rom.inv_lam, fixed.inv_lambda_format.frac)
@@ -672,6 +668,13 @@ class NetworkCore(wiring.Component):
 
         n_accumulate, n_drive = len(accumulate_segments), len(drive_segments)
 
+        def engine_pass(state: str, then: str) -> None:
+            """A state that runs the engine over the pass ``start_pass`` set up, then goes to ``then``."""
+            with m.State(state):
+                m.d.comb += engine_run.eq(1)
+                with m.If(engine_done):
+                    m.next = then
+
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
                 m.d.comb += self.command.ready.eq(1)
@@ -716,10 +719,7 @@ class NetworkCore(wiring.Component):
                         else:
                             m.next = "STEP"
             if drive_segments:
-                with m.State("DRIVE"):
-                    m.d.comb += engine_run.eq(1)
-                    with m.If(engine_done):
-                        m.next = "STEP"
+                engine_pass("DRIVE", then="STEP")
             with m.State("STEP"):
                 m.d.comb += rom_load.eq(1)
                 if accumulate_segments:
@@ -776,10 +776,7 @@ class NetworkCore(wiring.Component):
                         m.d.sync += nudged.eq(1)
                     m.next = "STEP"
             if sweep_segments and learning:
-                with m.State("SWEEP"):
-                    m.d.comb += engine_run.eq(1)
-                    with m.If(engine_done):
-                        m.next = "RESULT"
+                engine_pass("SWEEP", then="RESULT")
             with m.State("RESULT"):
                 m.d.sync += busy.eq(0)
                 m.d.comb += self.result.valid.eq(1)

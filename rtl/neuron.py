@@ -11,7 +11,7 @@ from poise.rtl.sigma_delta import SigmaDeltaEncoder
 from poise.rtl.stage import FixedPointStage
 
 
-def _unsigned_word(fmt: FixedFormat) -> unsigned:
+def unsigned_word(fmt: FixedFormat) -> unsigned:
     """A non-negative register of ``fmt`` without its sign bit."""
     return unsigned(fmt.width - 1)
 
@@ -28,13 +28,13 @@ def input_layout(fixed: FixedPointSpec) -> data.StructLayout:
     shapes = {
         "u": signed(fixed.accumulator.width),
         "v": signed(fixed.decoded.width),
-        "s": _unsigned_word(fixed.state),
-        "rho_prev": _unsigned_word(fixed.state),
+        "s": unsigned_word(fixed.state),
+        "rho_prev": unsigned_word(fixed.state),
         "phi": signed(fixed.encoder.width),
         "offset": signed(fixed.pressure.width),
-        "epsilon": _unsigned_word(fixed.epsilon_format),
-        "lam": _unsigned_word(fixed.lambda_format),
-        "inv_lam": _unsigned_word(fixed.inv_lambda_format),
+        "epsilon": unsigned_word(fixed.epsilon_format),
+        "lam": unsigned_word(fixed.lambda_format),
+        "inv_lam": unsigned_word(fixed.inv_lambda_format),
         "nudge": 1,
         "y": 1,
         "beta_negative": 1,
@@ -48,10 +48,10 @@ def output_layout(fixed: FixedPointSpec) -> data.StructLayout:
     return data.StructLayout({
         "v": signed(fixed.decoded.width),
         "p": signed(fixed.pressure.width),
-        "s": _unsigned_word(fixed.state),
+        "s": unsigned_word(fixed.state),
         "a": signed(fixed.encoder.width),
         "phi": signed(fixed.encoder.width),
-        "rho_prev": _unsigned_word(fixed.state),
+        "rho_prev": unsigned_word(fixed.state),
         "q": 1,
     })
 
@@ -149,7 +149,7 @@ class NeuronUpdate(FixedPointStage):
         fixed = self._fixed
         m = Module()
         m.submodules.encoder = encoder = SigmaDeltaEncoder(fixed.encoder)
-        state = _unsigned_word(fixed.state)
+        state = unsigned_word(fixed.state)
 
         def rs(value: Value, fmt: FixedFormat) -> Value:
             return round_shift(value, fmt.frac, fixed.rounding)
@@ -161,14 +161,14 @@ class NeuronUpdate(FixedPointStage):
         nudge = Mux(request.nudge, Mux(request.beta_negative, -nudge, nudge), 0)
 
         # Stage registers: what each stage computed, plus what the later stages still need.
-        carry_inv = {"inv_lam": _unsigned_word(fixed.inv_lambda_format)} if self.predictive else {}
+        carry_inv = {"inv_lam": unsigned_word(fixed.inv_lambda_format)} if self.predictive else {}
         decoded = Signal(data.StructLayout({
             "v": signed(fixed.decoded.width), "nudge": Value.cast(nudge).shape(), "s": state,
             "rho_prev": state, "phi": signed(fixed.encoder.width), "offset": signed(fixed.pressure.width),
-            "epsilon": _unsigned_word(fixed.epsilon_format), **carry_inv}), name="decoded")
+            "epsilon": unsigned_word(fixed.epsilon_format), **carry_inv}), name="decoded")
         pressed = Signal(data.StructLayout({
             "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state, "rho_prev": state,
-            "phi": signed(fixed.encoder.width), "epsilon": _unsigned_word(fixed.epsilon_format), **carry_inv}),
+            "phi": signed(fixed.encoder.width), "epsilon": unsigned_word(fixed.epsilon_format), **carry_inv}),
             name="pressed")
         integrated = Signal(data.StructLayout({
             "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state, "rho_prev": state,

@@ -11,9 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.neuron import round_shift, saturate
-
-PIXEL_BITS = 8
+from poise.rtl.neuron import round_shift, saturate, unsigned_word
 
 
 class SynapseOp(enum.IntEnum):
@@ -50,7 +48,7 @@ def request_fields(geometry: CoreGeometry) -> dict[str, object]:
         "op": SynapseOp, "learn": 1, "weight": signed(fixed.weight.width),
         "u": signed(geometry.accumulator_bits), "increment": signed(fixed.increment.width),
         "drive": signed(geometry.drive_bits), "summed": signed(geometry.summed_bits),
-        "pixel": unsigned(PIXEL_BITS), "noise": unsigned(max(fixed.guard, 1)),
+        "pixel": unsigned_word(fixed.pixel), "noise": unsigned(max(fixed.guard, 1)),
     }
 
 
@@ -96,7 +94,7 @@ class SynapseLane(wiring.Component):
             return m
         guard = fixed.guard
         learned = learn_add(m, self.weight, self.increment, self.noise, fixed.weight, guard, "learned")
-        swept_increment = increment(m, self.pixel * self.summed * fixed.eta[0], PIXEL_BITS + eta_shift(fixed),
+        swept_increment = increment(m, self.pixel * self.summed * fixed.eta[0], fixed.pixel.frac + eta_shift(fixed),
                                     fixed, "swept_increment")
         swept = learn_add(m, self.weight, swept_increment, self.noise, fixed.weight, guard, "swept")
         m.d.comb += [

@@ -18,7 +18,7 @@ import cocotb
 import numpy as np
 
 from poise.sim.cocotb_runner import tb_params
-from poise.sim.core_driver import CocotbCore, CoreCase, golden_result, result_mismatch
+from poise.sim.core_driver import CocotbCore, CoreCase, golden_results, result_mismatch
 
 
 @cocotb.test()
@@ -32,16 +32,17 @@ async def stream_images(dut: Any) -> None:
     model = case.model()
     train = bool(case.options.get("train"))
     rows, mismatches, started = [], [], time.perf_counter()
+    expected = None if train else golden_results(model, case.images)
     for k, (image, label) in enumerate(zip(case.images, case.labels, strict=True)):
         negative = bool(k % 2) and case.spec.random_beta_sign
         result, _ = await core.run_image(image, train=train, learn=train, label=int(label), beta_negative=negative,
                                          trace=False)
         if train:
-            expected = model.train_image(image, int(label), -1 if negative else 1)
-            problem = None if result["prediction"] == expected else (
-                f"training image {k}: prediction {result['prediction']}, golden {expected}")
+            prediction = model.train_image(image, int(label), -1 if negative else 1)
+            problem = None if result["prediction"] == prediction else (
+                f"training image {k}: prediction {result['prediction']}, golden {prediction}")
         else:
-            problem = result_mismatch(golden_result(model, image), result, f"image {k}: ")
+            problem = result_mismatch(expected[k], result, f"image {k}: ")
         if problem:
             mismatches.append(problem)
         rows.append({key: value for key, value in result.items() if key != "outputs"} | {"label": int(label)})

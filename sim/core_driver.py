@@ -129,11 +129,11 @@ def result_mismatch(expected: dict[str, Any], got: dict[str, Any], context: str 
     return None
 
 
-def golden_result(model: IntegerSpikingModel, image: np.ndarray) -> dict[str, Any]:
-    """What the core's result must hold for an inference of ``image``."""
-    result = model.infer(np.asarray(image, np.uint8)[np.newaxis])
-    return {"prediction": int(result.predictions[0]), "outputs": result.outputs[0].astype(np.int64),
-            "spikes": int(result.spikes[0]), "synops": int(result.synops[0])}
+def golden_results(model: IntegerSpikingModel, images: np.ndarray) -> list[dict[str, Any]]:
+    """What the core's results must hold for inferences of ``images`` (B, n_in), one batched golden run."""
+    result = model.infer(np.asarray(images, np.uint8))
+    return [{"prediction": int(result.predictions[k]), "outputs": result.outputs[k].astype(np.int64),
+             "spikes": int(result.spikes[k]), "synops": int(result.synops[k])} for k in range(len(images))]
 
 
 # -- cocotb --------------------------------------------------------------------------------------------------------

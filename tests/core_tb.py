@@ -13,7 +13,7 @@ import cocotb
 import numpy as np
 
 from poise.sim.cocotb_runner import tb_params
-from poise.sim.core_driver import CocotbCore, CoreCase, golden_result, result_mismatch, trace_columns, trace_mismatch
+from poise.sim.core_driver import CocotbCore, CoreCase, golden_results, result_mismatch, trace_columns, trace_mismatch
 
 
 async def start(dut: Any) -> tuple[CoreCase, CocotbCore]:
@@ -34,7 +34,7 @@ async def traces_match(dut: Any) -> None:
         result, words = await core.run_image(image)
         context = f"image {k}, inference: "
         problem = trace_mismatch(case.geometry, model.trace(image), trace_columns(case.geometry, words),
-                                 context) or result_mismatch(golden_result(model, image), result, context)
+                                 context) or result_mismatch(golden_results(model, image[None])[0], result, context)
         assert problem is None, problem
         result, words = await core.run_image(image, train=True, label=label, beta_negative=negative)
         golden = model.trace(image, label, -1 if negative else 1)

@@ -57,12 +57,9 @@ def test_transmitter_waveform_is_the_frame_bit_by_bit(name, parity):
     assert got == payload
 
 
-def drive_line(ctx_bits: list[int], divisor: int, jitter: int = 0) -> list[int]:
-    """Per-cycle line levels for ``ctx_bits``, each bit ``divisor`` cycles long (± jitter on the first)."""
-    levels = []
-    for k, bit in enumerate(ctx_bits):
-        levels += [bit] * (divisor + (jitter if k == 0 else 0))
-    return levels
+def drive_line(bits: list[int], divisor: int) -> list[int]:
+    """Per-cycle line levels for ``bits``, each bit ``divisor`` cycles long."""
+    return [bit for bit in bits for _ in range(divisor)]
 
 
 def run_receiver(divisor: int, parity: str, levels: list[int], ready: bool = True) -> tuple[list[int], dict]:
