@@ -31,7 +31,8 @@ def _parity_bit(data: Value, parity: str) -> Value:
 
 class UARTTransmitter(wiring.Component):
     """Sends each byte taken from ``i`` on ``tx`` (idle high): start bit, 8 data bits LSB first, the parity
-    bit if any, one stop bit, each ``divisor`` cycles long. ``i.ready`` is high while idle."""
+    bit if any, one stop bit, each ``divisor`` cycles long. ``i.ready`` is high while idle and in the last cycle
+    of a stop bit, so bytes offered without a gap leave back to back (10 or 11 bits of ``divisor`` cycles each)."""
 
     def __init__(self, divisor: int, parity: str = "none") -> None:
         _check(divisor, parity)
@@ -44,19 +45,21 @@ class UARTTransmitter(wiring.Component):
         shifter = Signal(bits)
         remaining = Signal(range(bits + 1))
         timer = Signal(range(self.divisor))
-        m.d.comb += self.i.ready.eq(remaining == 0)
-        with m.If(remaining == 0), m.If(self.i.valid):
-            frame = [0, self.i.payload]  # start bit, data
-            if self.parity != "none":
-                frame.append(_parity_bit(self.i.payload, self.parity))
-            frame.append(1)  # stop bit
-            m.d.sync += [shifter.eq(Cat(*frame)), remaining.eq(bits), timer.eq(0)]
-        with m.Else():
+        # A new byte loads in the last cycle of the previous stop bit, so frames go out back to back.
+        last_tick = (remaining == 1) & (timer == self.divisor - 1)
+        m.d.comb += self.i.ready.eq((remaining == 0) | last_tick)
+        with m.If(remaining != 0):
             m.d.sync += self.tx.eq(shifter[0])
             with m.If(timer == self.divisor - 1):
                 m.d.sync += [timer.eq(0), shifter.eq(shifter >> 1), remaining.eq(remaining - 1)]
             with m.Else():
                 m.d.sync += timer.eq(timer + 1)
+        with m.If(self.i.ready & self.i.valid):
+            frame = [0, self.i.payload]  # start bit, data
+            if self.parity != "none":
+                frame.append(_parity_bit(self.i.payload, self.parity))
+            frame.append(1)  # stop bit
+            m.d.sync += [shifter.eq(Cat(*frame)), remaining.eq(bits), timer.eq(0)]
         return m
 
 

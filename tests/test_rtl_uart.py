@@ -44,10 +44,13 @@ def test_transmitter_waveform_is_the_frame_bit_by_bit(name, parity):
     sim.add_testbench(producer, background=True)
     sim.add_testbench(recorder)
     sim.run()
-    # Decode the recorded line: every frame's bits, each held exactly `divisor` cycles.
+    # Decode the recorded line: every frame's bits, each held exactly `divisor` cycles, the frames back to back
+    # (the producer offers each byte as soon as the previous one is taken).
     samples, start, got = np.array(line), 0, []
-    for byte in payload:
-        start = start + int(np.argmax(samples[start:] == 0))  # the start bit's first cycle
+    for index, byte in enumerate(payload):
+        gap = int(np.argmax(samples[start:] == 0))  # cycles to the start bit's first cycle
+        assert index == 0 or gap == 0, f"byte {index} starts {gap} cycles after the previous stop bit"
+        start += gap
         expected = frame_bits(byte, parity)
         for k, bit in enumerate(expected):
             chunk = samples[start + k * divisor:start + (k + 1) * divisor]
