@@ -35,6 +35,8 @@ from poise.golden.model import build_model
 from poise.golden.spec import NetworkSpec
 from poise.golden.spiking import Phase, SpikingEqProp, spike_drives
 
+MAX_LR_SHIFT = 15
+"""Largest runtime learning-rate shift: rates scale by 2^-k, k = 0 … 15 (a 4-bit field in the RTL)."""
 EXACT = 2**53  # float64 holds every integer of smaller magnitude exactly
 
 # Registers recorded by trace(), in the population's column order.
@@ -94,6 +96,8 @@ class IntegerSpikingModel:
         # of clamped increments, weights and biases, {"saturations": {"increment": …, "w": …, "b": …}}.
         self.lfsr = Lfsr(max(fixed.guard, 1))
         self.learn_saturations: dict = {"saturations": {}}
+        self.lr_shift = 0
+        """Runtime learning-rate scale 2^-lr_shift (0 … MAX_LR_SHIFT): every increment's rounding shift grows by it."""
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
@@ -242,18 +246,20 @@ class IntegerSpikingModel:
         return prediction
 
     def increment(self, delta: np.ndarray, layer: int) -> np.ndarray:
-        """Δw = sat(rs(Δs·η_layer, F + K_η − f_inc)) in the increment format (weight LSBs + g guard bits)."""
+        """Δw = sat(rs(Δs·η_layer, F + K_η − f_inc + lr_shift)) in the increment format (weight LSBs + g guard
+        bits)."""
         fixed = self.fixed
         shift = fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac  # type: ignore[union-attr]
-        raw = self.rs(delta * fixed.eta[layer], shift)  # type: ignore[index]
+        raw = self.rs(delta * fixed.eta[layer], shift + self.lr_shift)  # type: ignore[index]
         return self.saturate("increment", raw, fixed.increment, self.learn_saturations)
 
     def sweep_increment(self, pixels: np.ndarray, summed: np.ndarray) -> np.ndarray:
-        """Current mode's W₀ increment Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc)) (broadcast)."""
+        """Current mode's W₀ increment Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc + lr_shift)) (broadcast)."""
         fixed = self.fixed
         product = pixels.astype(np.int64) * summed * fixed.eta[0]  # type: ignore[index]
         shift = fixed.pixel.frac + fixed.state.frac + fixed.eta_format.frac - fixed.increment.frac  # type: ignore[union-attr]
-        return self.saturate("increment", self.rs(product, shift), fixed.increment, self.learn_saturations)
+        return self.saturate("increment", self.rs(product, shift + self.lr_shift), fixed.increment,
+                             self.learn_saturations)
 
     def learn_add(self, values: np.ndarray, increment: np.ndarray, fmt: FixedFormat, name: str) -> np.ndarray:
         """sat(w + ((Δw + r) >> g)): r is the next LFSR word per value in C order (stochastic rounding) or

@@ -31,6 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from poise.errors import PoiseError
+from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.lfsr import LeapLfsr
 from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, unsigned_word, wire
@@ -44,8 +45,10 @@ COUNTER_BITS = 32
 def command_layout(geometry: CoreGeometry) -> data.StructLayout:
     """An image request: ``train`` runs the nudged phase towards ``label`` with β of sign ``beta_negative``
     after the free phase; ``learn`` lets it change the weights (without it, the run is
-    :meth:`~poise.golden.integer.IntegerSpikingModel.trace` with a label)."""
-    return data.StructLayout({"train": 1, "learn": 1, "label": range(geometry.sizes[-1]), "beta_negative": 1})
+    :meth:`~poise.golden.integer.IntegerSpikingModel.trace` with a label), with every learning rate scaled
+    by 2^-``lr_shift`` (the golden model's ``lr_shift``)."""
+    return data.StructLayout({"train": 1, "learn": 1, "label": range(geometry.sizes[-1]), "beta_negative": 1,
+                              "lr_shift": range(MAX_LR_SHIFT + 1)})
 
 
 def result_layout(geometry: CoreGeometry) -> data.StructLayout:
@@ -263,6 +266,7 @@ class NetworkCore(wiring.Component):
         nudged = Signal(name="nudged")
         learn_enable = Signal(name="learn_enable")
         learn = Signal(name="learn")  # a learning image's nudged phase
+        lr_shift = Signal(range(MAX_LR_SHIFT + 1), name="lr_shift")
         spikes, synops, cycles, synapse_cycles = (
             Signal(COUNTER_BITS, name=name) for name in ("spikes", "synops", "cycles", "synapse_cycles"))
         outputs = Signal(data.ArrayLayout(state_shape, n_out), name="outputs")
@@ -394,7 +398,7 @@ class NetworkCore(wiring.Component):
         for r, lane in enumerate(lanes):
             m.d.comb += [
                 lane_valid[r].eq(held.valid & (r < held.count)),
-                lane.op.eq(held.op), lane.learn.eq(held.learn), lane.pixel.eq(held.pixel),
+                lane.op.eq(held.op), lane.learn.eq(held.learn), lane.pixel.eq(held.pixel), lane.lr_shift.eq(lr_shift),
                 lane.noise.eq(noise[r]), lane.u.eq(u_banks[r][0].data),
             ]
             with m.Switch(held.layer):
@@ -584,7 +588,8 @@ class NetworkCore(wiring.Component):
                 if banks is None:
                     continue
                 eta_of_span = Array(etas[min(i + which, len(etas) - 1)] for i in range(L))[delayed.span]
-                value = increment(m, delta * eta_of_span, eta_shift(fixed), fixed, f"increment_{which}")
+                product = wire(m, delta * eta_of_span, f"increment_product_{which}")
+                value = increment(m, product >> lr_shift, eta_shift(fixed), fixed, f"increment_{which}")
                 for r, (_, write) in enumerate(banks):
                     m.d.comb += [write.addr.eq(delayed.addr), write.data.eq(value)]
                     lane_r = (delayed.local[:LP] == r) if LP else Const(1)
@@ -684,6 +689,7 @@ class NetworkCore(wiring.Component):
                         learn_enable.eq(self.command.payload.train & self.command.payload.learn if learning else 0),
                         label.eq(self.command.payload.label),
                         beta_negative.eq(self.command.payload.beta_negative),
+                        lr_shift.eq(self.command.payload.lr_shift),
                         cycles.eq(0), synapse_cycles.eq(0), spikes.eq(0), synops.eq(0), load_index.eq(0),
                         nonzero_count.eq(0),
                         step.eq(0), t.eq(1), nudged.eq(0), busy.eq(1),

@@ -10,8 +10,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
+from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.neuron import round_shift, saturate, unsigned_word
+from poise.rtl.neuron import round_shift, saturate, unsigned_word, wire
 
 
 class SynapseOp(enum.IntEnum):
@@ -30,7 +31,8 @@ def learn_add(m: Module, value: Value, increment: Value, noise: Value, fmt: Fixe
 
 def increment(m: Module, product: Value, shift: int, fixed: FixedPointSpec, name: str) -> Value:
     """sat(rs(product, shift)) in the increment format: the golden model's ``increment`` once the product
-    Δs·η (or pixel·ΣΔs·η₀) is formed."""
+    Δs·η (or pixel·ΣΔs·η₀) is formed. The learning-rate shift k is applied to the product first, as a floor:
+    rs(⌊x / 2^k⌋, s) = rs(x, s + k) for both rounding rules, so the golden model's single rounding is exact."""
     return saturate(m, round_shift(product, shift, fixed.rounding), fixed.increment, name)
 
 
@@ -45,7 +47,7 @@ def request_fields(geometry: CoreGeometry) -> dict[str, object]:
     word (or 2^(g−1) for nearest rounding)."""
     fixed = geometry.fixed
     return {
-        "op": SynapseOp, "learn": 1, "weight": signed(fixed.weight.width),
+        "op": SynapseOp, "learn": 1, "lr_shift": range(MAX_LR_SHIFT + 1), "weight": signed(fixed.weight.width),
         "u": signed(geometry.accumulator_bits), "increment": signed(fixed.increment.width),
         "drive": signed(geometry.drive_bits), "summed": signed(geometry.summed_bits),
         "pixel": unsigned_word(fixed.pixel), "noise": unsigned(max(fixed.guard, 1)),
@@ -94,8 +96,9 @@ class SynapseLane(wiring.Component):
             return m
         guard = fixed.guard
         learned = learn_add(m, self.weight, self.increment, self.noise, fixed.weight, guard, "learned")
-        swept_increment = increment(m, self.pixel * self.summed * fixed.eta[0], fixed.pixel.frac + eta_shift(fixed),
-                                    fixed, "swept_increment")
+        product = wire(m, self.pixel * self.summed * fixed.eta[0], "swept_product")
+        swept_increment = increment(m, product >> self.lr_shift, fixed.pixel.frac + eta_shift(fixed), fixed,
+                                    "swept_increment")
         swept = learn_add(m, self.weight, swept_increment, self.noise, fixed.weight, guard, "swept")
         m.d.comb += [
             self.weight_next.eq(Mux(op == SynapseOp.SWEEP, swept, learned)),

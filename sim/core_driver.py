@@ -183,15 +183,15 @@ class CocotbCore:
         raise AssertionError(f"the core did not take {name} within 100000 cycles")
 
     async def run_image(self, pixels: np.ndarray, *, train: bool = False, learn: bool = False, label: int = 0,
-                        beta_negative: bool = False, trace: bool = True, cycle_limit: int = 5_000_000
-                        ) -> tuple[dict[str, Any], list[int]]:
+                        beta_negative: bool = False, lr_shift: int = 0, trace: bool = True,
+                        cycle_limit: int = 5_000_000) -> tuple[dict[str, Any], list[int]]:
         """One image: the command, the pixels, then cycles until the result. Returns the unpacked result and,
         with ``trace``, the raw trace words (sampled every cycle; without it, nothing is sampled on the way)."""
         from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
         dut = self.dut
         command = self.command.const({"train": int(train), "learn": int(learn), "label": int(label),
-                                      "beta_negative": int(beta_negative)}).as_bits()
+                                      "beta_negative": int(beta_negative), "lr_shift": lr_shift}).as_bits()
         await self._offer("command", command)
         dut.pixels__valid.value = 1
         for value in pixels:  # the core takes one pixel per cycle while loading

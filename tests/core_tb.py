@@ -45,14 +45,17 @@ async def traces_match(dut: Any) -> None:
 
 @cocotb.test()
 async def learns_like_golden(dut: Any) -> None:
-    """On-chip training, β's sign alternating: every register at every step of every image (the nudged phase
-    learning as it goes), its prediction, then every weight and bias."""
+    """On-chip training, β's sign alternating and the learning-rate shift cycling through 0, 1 and 3: every
+    register at every step of every image (the nudged phase learning as it goes), its prediction, then every
+    weight and bias."""
     case, core = await start(dut)
     model = case.model()
     count = case.options.get("train_images", len(case.images))
     for k in range(count):
         image, label, negative = case.images[k], int(case.labels[k]), bool(k % 2)
-        result, words = await core.run_image(image, train=True, learn=True, label=label, beta_negative=negative)
+        model.lr_shift = (0, 1, 3)[k % 3]
+        result, words = await core.run_image(image, train=True, learn=True, label=label, beta_negative=negative,
+                                             lr_shift=model.lr_shift)
         expected, golden = model.train_image_traced(image, label, -1 if negative else 1)
         problem = trace_mismatch(case.geometry, golden, trace_columns(case.geometry, words),
                                  f"training image {k}: ")

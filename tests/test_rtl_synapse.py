@@ -10,7 +10,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from poise.golden.fixed import derive_fixed_spec
-from poise.golden.integer import IntegerSpikingModel
+from poise.golden.integer import MAX_LR_SHIFT, IntegerSpikingModel
 from poise.golden.model import build_model
 from poise.golden.spec import SpikingOptions, default_spec
 from poise.rtl.geometry import CoreGeometry
@@ -59,8 +59,15 @@ def test_synapse_lane_is_the_golden_accumulate_drive_and_learning(rounding):
         noise = np.full(count, 1 << fixed.guard >> 1)
     model.lfsr = FixedNoise(noise)
     learned = model.learn_add(weight, inc, fixed.weight, "w")
+    lr_shift = rng.integers(0, MAX_LR_SHIFT + 1, count)
+    lr_shift[:4] = (0, 1, MAX_LR_SHIFT, 0)
+    swept_increment = np.zeros(count, np.int64)
+    for shift in np.unique(lr_shift):  # the golden model's rate scale is one number per image
+        model.lr_shift = int(shift)
+        chosen = lr_shift == shift
+        swept_increment[chosen] = model.sweep_increment(pixel[chosen], summed[chosen])
     model.lfsr = FixedNoise(noise)
-    swept = model.learn_add(weight, model.sweep_increment(pixel, summed), fixed.weight, "w")
+    swept = model.learn_add(weight, swept_increment, fixed.weight, "w")
     expected = {
         SynapseOp.ACCUMULATE: {"u": u + weight, "weight": learned, "write_u": 1, "write_drive": 0},
         SynapseOp.DRIVE: {"drive": drive + weight * pixel, "write_u": 0, "write_drive": 1, "write_weight": 0},
@@ -74,7 +81,8 @@ def test_synapse_lane_is_the_golden_accumulate_drive_and_learning(rounding):
             for learn in (0, 1):
                 for k in range(count):
                     for name, values in (("weight", weight), ("increment", inc), ("pixel", pixel),
-                                         ("summed", summed), ("u", u), ("drive", drive), ("noise", noise)):
+                                         ("summed", summed), ("u", u), ("drive", drive), ("noise", noise),
+                                         ("lr_shift", lr_shift)):
                         ctx.set(getattr(dut, name), int(values[k]))
                     ctx.set(dut.op, op)
                     ctx.set(dut.learn, learn)
