@@ -18,7 +18,15 @@ CRC_POLY = 0x1021
 CRC_INIT = 0xFFFF
 MAX_BODY = 2048
 """Largest packet body in bytes (a 784-pixel image plus headers fits with room to spare)."""
-MAX_FRAME = MAX_BODY + 2 + (MAX_BODY + 2) // 254 + 1
+
+
+def max_frame(max_body: int) -> int:
+    """Longest COBS encoding of a ``max_body``-byte body and its CRC, delimiter not counted."""
+    packet = max_body + 2
+    return packet + packet // 254 + 1
+
+
+MAX_FRAME = max_frame(MAX_BODY)
 """Longest COBS encoding of a body at the limit and its CRC (delimiter not counted)."""
 
 
@@ -102,6 +110,8 @@ def unpack_frame(frame: bytes) -> bytes:
     if len(frame) > MAX_FRAME:
         raise FrameError(f"frame of {len(frame)} bytes is longer than any valid frame (body limit {MAX_BODY})")
     packet = cobs_decode(frame)
+    if len(packet) > MAX_BODY + 2:
+        raise FrameError(f"frame decodes to {len(packet)} bytes, more than a {MAX_BODY}-byte body and its CRC")
     if len(packet) < 2:
         raise FrameError(f"frame holds {len(packet)} byte(s), too short for its 2-byte CRC")
     body, received = packet[:-2], packet[-2] | packet[-1] << 8

@@ -34,6 +34,7 @@ class Opcode(enum.IntEnum):
     TRAIN = 0x05
     SET = 0x06
     RESET = 0x07
+    STATUS = 0x08
     ERROR = 0x7F  # replies only
 
 

@@ -65,6 +65,13 @@ def checksum(header: dict[str, Any], params: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def spec_sha256(spec: NetworkSpec, fixed: FixedPointSpec) -> str:
+    """SHA-256 (hex) of the canonical JSON ``{"spec": ..., "fixed": ...}`` (sorted keys, no spaces): what a
+    device's INFO and a Verilog manifest identify their network by."""
+    canonical = json.dumps({"spec": spec.to_dict(), "fixed": fixed.to_dict()}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
 

@@ -193,16 +193,15 @@ def build_manifest(name: str, bundle_path: Path, bundle: Any, geometry: Any, cor
     from amaranth import __version__ as amaranth_version
 
     from poise import __version__
+    from poise.golden.bundle import spec_sha256
 
     spec, fixed = bundle.spec, bundle.fixed
-    canonical = json.dumps({"spec": spec.to_dict(), "fixed": fixed.to_dict()}, sort_keys=True,
-                           separators=(",", ":"))
     return {
         "format": FORMAT, "version": VERSION, "top": name,
         "generator": {"poise": __version__, "amaranth": amaranth_version},
         "bundle": {
             "file": bundle_path.name, "arch": spec.arch, "checksum": stored_checksum(bundle_path, bundle),
-            "spec_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+            "spec_sha256": spec_sha256(spec, fixed),
             "spec_sha256_of": "sha256 of the JSON {\"spec\": ..., \"fixed\": ...} with sorted keys and no spaces",
         },
         "parameters": parameters(geometry),
