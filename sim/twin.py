@@ -164,6 +164,11 @@ class Twin:
         return self._port
 
     @property
+    def running(self) -> bool:
+        """Whether the twin's process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def pid(self) -> int:
         """The twin's process id."""
         if self._process is None:

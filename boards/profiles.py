@@ -1,0 +1,46 @@
+"""What poise builds for each board besides the network: the system clock, the UART baud rate, the synapse
+lanes, and the bundle a fresh build carries when none is given. ``poise twin`` and ``poise stream --twin``
+use the same profile, so the twin runs the board's own SoC at the board's own clock and divisor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from poise.boards.memory import BOARDS
+from poise.embedded import embedded_bundle
+from poise.errors import PoiseError
+from poise.rtl.soc import SoCConfig
+
+
+@dataclass(frozen=True)
+class BoardProfile:
+    """A board's build parameters; ``bundle`` is None when no embedded network suits it."""
+
+    name: str
+    soc: SoCConfig
+    bundle: Path | None
+
+    def default_bundle(self) -> Path:
+        if self.bundle is None:
+            raise PoiseError(f"poise ships no network sized for the {BOARDS[self.name].name}: pass --bundle FILE "
+                             "(a fixed-point bundle from poise quantize)")
+        return self.bundle
+
+
+PROFILES: dict[str, BoardProfile] = {
+    # iCEBreaker: the 12 MHz oscillator through the PLL to 24 MHz; its FTDI takes 3 Mbaud (8 cycles per bit).
+    "icebreaker": BoardProfile("icebreaker", SoCConfig(clock_hz=24_000_000, baud=3_000_000, lanes=8),
+                               embedded_bundle()),
+    # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).
+    "orangecrab": BoardProfile("orangecrab", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=8),
+                               embedded_bundle()),
+    # ULX3S: 25 MHz oscillator through the PLL to 48 MHz; its FTDI at 3 Mbaud (16 cycles per bit).
+    "ulx3s": BoardProfile("ulx3s", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=8), None),
+}
+
+
+def board_profile(name: str) -> BoardProfile:
+    if name not in PROFILES:
+        raise PoiseError(f"unknown board {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
