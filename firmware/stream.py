@@ -79,14 +79,20 @@ def _results(device: PoiseDevice, images: np.ndarray, labels: np.ndarray, train:
 
 def stream(device: PoiseDevice, bundle: Bundle, images: np.ndarray, labels: np.ndarray, out: Path, *,
            train: bool = False, encoding: Encoding = Encoding.PACKED, check: bool = False,
-           lr_shift: int | None = None, progress: Any = None) -> StreamSummary:
+           lr_shift: int | None = None, initial: IntegerSpikingModel | None = None,
+           progress: Any = None) -> StreamSummary:
     """Streams ``images`` through ``device``; results go to ``out/results.jsonl`` as they arrive (kept if the
-    port vanishes: the summary then says so). ``progress`` is a tqdm-like object updated per image."""
+    port vanishes: the summary then says so). ``progress`` is a tqdm-like object updated per image. A training
+    check starts the golden model from ``initial`` when the caller knows the device's parameters, else from
+    the parameters read back."""
     out.mkdir(parents=True, exist_ok=True)
     signs = beta_signs(len(images), bool(bundle.spec.random_beta_sign))
     golden = None
     if check and train:
-        weights, biases = device.read_parameters()
+        if initial is None:
+            weights, biases = device.read_parameters()
+        else:
+            weights, biases = initial.weights, initial.biases
         golden = IntegerSpikingModel(bundle.spec, bundle.fixed, weights, biases)
         device.reset()
     if train and lr_shift is not None:

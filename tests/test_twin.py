@@ -20,9 +20,6 @@ from poise.sim.cocotb_runner import component_verilog
 from poise.sim.twin import Twin, build_twin
 
 DIVISOR = 4
-# The transmitter takes 10 * DIVISOR + 1 cycles per byte (one cycle to load the next frame), one more than
-# a back-to-back frame on the line: without a gap the echo falls behind and the receiver overruns.
-RX_GAP = 1
 
 
 class EchoTop(wiring.Component):
@@ -56,7 +53,7 @@ def echo_twin(echo_verilog) -> Path:
 def test_round_trip_of_random_bytes_is_lossless(echo_twin):
     rng = random.Random(1234)
     payload = bytes(range(256)) + rng.randbytes(20_000 - 256)
-    with Twin(echo_twin, divisor=DIVISOR, rx_gap=RX_GAP) as twin, serial.Serial(twin.port, timeout=30) as port:
+    with Twin(echo_twin, divisor=DIVISOR) as twin, serial.Serial(twin.port, timeout=30) as port:
         start = time.perf_counter()
         for offset in range(0, len(payload), 1000):
             port.write(payload[offset:offset + 1000])

@@ -90,7 +90,8 @@ def train_demo(device, bundle, dataset, count: int, test_images: int, out: Path)
     print(f"test accuracy before training: {100 * before:.1f}% ({test_images} test images)")
     with tqdm(total=count, unit="img", desc="training on chip") as bar:
         summary = stream(device, bundle, dataset.train_images[:count], dataset.train_labels[:count], out,
-                         train=True, encoding=Encoding.PACKED, check=True, lr_shift=TRAIN_LR_SHIFT, progress=bar)
+                         train=True, encoding=Encoding.PACKED, check=True, lr_shift=TRAIN_LR_SHIFT, initial=initial,
+                         progress=bar)
     after = test_accuracy()
     print(f"test accuracy after {count} training images: {100 * after:.1f}% (was {100 * before:.1f}%)")
     return summary

@@ -18,15 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from poise.sim.board_twin import board_twin
-    from poise.sim.twin import Twin
 
     built = board_twin(args.board, args.bundle)
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
-    with Twin(built.build.executable, divisor=built.profile.soc.divisor, link=args.link).start() as twin:
+    with built.start(args.link) as twin:
         print(f"the {args.board} twin runs {built.bundle.spec.arch} from {built.bundle_path.name} on {twin.port} "
-              f"({built.profile.soc.baud} baud on a real board; any baud works on the pty)", flush=True)
+              "(any baud rate works on the pty)", flush=True)
         print(f"stream to it with: poise stream --port {twin.port} --board {args.board}; Ctrl-C stops it",
               flush=True)
         while not stop.wait(0.5):
