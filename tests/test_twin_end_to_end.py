@@ -146,6 +146,12 @@ def test_fuzz_then_training_answer_like_the_reference_and_keep_the_weights_exact
         for index, data in enumerate(fuzz_frames(rng, mnist.test_images[0], 2500)):
             twinned.send(data, f"fuzz frame {index}: {data[:40].hex()}")
         twinned.send(b"\x00", "a delimiter to end any cut frame")
+        # Bytes that arrive while the core computes: an image, garbage and a request in one write.
+        image = infer_request(Encoding.PACKED, encode_image(mnist.test_images[1], Encoding.PACKED))
+        for sequence in range(100, 110):
+            burst = (pack_frame(encode_packet(sequence, Opcode.INFER, image)) + rng.bytes(30) + b"\x00"
+                     + pack_frame(encode_packet(sequence + 50, Opcode.STATUS)))
+            twinned.send(burst, f"INFER {sequence} with garbage and STATUS behind it")
         twinned.send(pack_frame(encode_packet(200, Opcode.INFO)), "INFO after the fuzz")
         twinned.send(pack_frame(encode_packet(201, Opcode.RESET)), "RESET")
         # A short on-chip training run: images the network gets wrong, so weights do change.
