@@ -226,6 +226,19 @@ class CommandController(wiring.Component):
             m.d.comb += receiver.packet.ready.eq(1)
             m.next = "EMIT"
 
+        def value_states(prefix: str, then: str) -> None:
+            """States ``prefix``_FETCH_LOW … that read the int16 at ``position`` into ``value``, then go to ``then``."""
+            with m.State(f"{prefix}_FETCH_LOW"):
+                m.next = f"{prefix}_LOW"
+            with m.State(f"{prefix}_LOW"):
+                m.d.sync += [low.eq(byte), position.eq(position + 1)]
+                m.next = f"{prefix}_FETCH_HIGH"
+            with m.State(f"{prefix}_FETCH_HIGH"):
+                m.next = f"{prefix}_HIGH"
+            with m.State(f"{prefix}_HIGH"):
+                m.d.sync += [value.eq(Cat(low, byte)), position.eq(position + 1)]
+                m.next = then
+
         def fetch_args(n: int, first: int = 3) -> None:
             m.d.sync += [arg_index.eq(0), arg_count.eq(n), position.eq(first), args.eq(0)]
             m.next = "ARGS"
@@ -364,17 +377,10 @@ class CommandController(wiring.Component):
             # LOAD and READ: the run must stay inside the matrix; LOAD's values inside their format.
             with m.State("WALK"):
                 with m.If(opcode == Opcode.LOAD_WEIGHTS):
-                    m.next = "WALK_LOW"
+                    m.next = "WALK_FETCH_LOW"
                 with m.Else():
                     m.next = "WALK_NEXT"
-            with m.State("WALK_LOW"):
-                m.d.sync += [low.eq(byte), position.eq(position + 1)]
-                m.next = "WALK_FETCH_HIGH"
-            with m.State("WALK_FETCH_HIGH"):
-                m.next = "WALK_HIGH"
-            with m.State("WALK_HIGH"):
-                m.d.sync += [value.eq(Cat(low, byte)), position.eq(position + 1)]
-                m.next = "WALK_VALUE"
+            value_states("WALK", "WALK_VALUE")
             with m.State("WALK_VALUE"):
                 with m.If(~in_format):
                     refuse(ErrorCode.OUT_OF_RANGE)
@@ -397,16 +403,7 @@ class CommandController(wiring.Component):
                     m.next = "WALK"
 
             # LOAD: write the checked values through the core's parameter port.
-            with m.State("LOAD_FETCH_LOW"):
-                m.next = "LOAD_LOW"
-            with m.State("LOAD_LOW"):
-                m.d.sync += [low.eq(byte), position.eq(position + 1)]
-                m.next = "LOAD_FETCH_HIGH"
-            with m.State("LOAD_FETCH_HIGH"):
-                m.next = "LOAD_HIGH"
-            with m.State("LOAD_HIGH"):
-                m.d.sync += [value.eq(Cat(low, byte)), position.eq(position + 1)]
-                m.next = "LOAD_REQUEST"
+            value_states("LOAD", "LOAD_REQUEST")
             with m.State("LOAD_REQUEST"):
                 m.d.comb += [
                     self.parameter_request.valid.eq(1),

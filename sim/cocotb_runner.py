@@ -196,7 +196,7 @@ def run_cocotb(
 
     runner = get_runner("verilator")
     build_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(build_dir.with_name(build_dir.name + ".lock")), _environment(tool.parent, module_dir, extra_env):
+    with build_lock(build_dir.with_name(build_dir.name + ".lock")), _environment(tool.parent, module_dir, extra_env):
         built = _build_if_needed(runner, build_dir, name, verilog_text, fingerprint)
         run_dir = build_dir / "runs" / module_name
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -304,8 +304,8 @@ def _check_results(results_xml: Path, log: Path, module: str, name: str, exit_co
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` so that concurrent runs never build the same folder at once."""
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` so that concurrent processes never build the same folder at once."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -17,7 +17,6 @@ harness ``twin_main.cpp`` holds ``rst`` for 4 cycles, then shifts every byte wri
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -30,13 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from poise.errors import PoiseError
-from poise.sim.cocotb_runner import MAKE_OVERRIDES, VERILATOR_ARGS, sim_cache_root, verilator_path
+from poise.sim.cocotb_runner import MAKE_OVERRIDES, VERILATOR_ARGS, build_lock, sim_cache_root, verilator_path
 
 HARNESS = Path(__file__).with_name("twin_main.cpp")
 """The C++ harness, shipped as package data next to this module."""
@@ -89,7 +87,7 @@ def build_twin(verilog_text: str, top: str = "top", name: str = "twin") -> TwinB
     stamp = build_dir / _STAMP
     stamp_text = json.dumps({"verilator": version, "flags": flags, "digest": digest}, indent=1)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{name}-{digest}.lock"):
+    with build_lock(root / f"{name}-{digest}.lock"):
         with contextlib.suppress(OSError):
             if stamp.read_text() == stamp_text and os.access(executable, os.X_OK):
                 return TwinBuild(executable, built=False)
@@ -285,14 +283,3 @@ def _verilator_version(tool: Path) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PoiseError(f"cannot run {tool} --version: {exc}") from None
     return result.stdout.strip()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` so that concurrent processes never build the same folder at once."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
