@@ -74,7 +74,9 @@ def build_twin(verilog_text: str, top: str = "top", name: str = "twin") -> TwinB
     tool = verilator_path()
     harness = HARNESS.read_text()
     flags = [
-        "--cc", "--exe", "--build", "-j", "2", "-O3", *VERILATOR_ARGS, "-CFLAGS", "-O2",
+        # -O2 instead of verilated.mk's -Os for the model: 15 % more images/s on the iCEBreaker twin (measured);
+        # --threads 2 made it 2.6x slower.
+        "--cc", "--exe", "--build", "-j", "2", "-O3", *VERILATOR_ARGS, "-CFLAGS", "-O2", "-MAKEFLAGS", "OPT_FAST=-O2",
         "--top-module", top, "--prefix", _PREFIX, "-CFLAGS", f"-DTWIN_TOP={_PREFIX}",
         "--Mdir", "obj_dir", "-o", name,
     ]

@@ -94,3 +94,9 @@ def test_a_port_that_vanishes_mid_stream_keeps_the_results_so_far(bundle, mnist,
     kept = (tmp_path / "results.jsonl").read_text().splitlines()
     assert 0 < summary.images == len(kept) <= 7
     assert np.isfinite(summary.accuracy)
+
+
+def test_no_device_at_the_port_is_a_clear_error_not_a_traceback(tmp_path):
+    status, _, err = poise("stream", "--port", tmp_path / "ttyUSB9", "--limit", 1, "--out", tmp_path)
+    assert status == 1
+    assert f"no device at {tmp_path / 'ttyUSB9'}" in err and "Traceback" not in err
