@@ -42,8 +42,10 @@ class BoardTop(Elaboratable):
         source_hz = int(platform.default_clk_frequency)
         family = "ice40" if "iCE40" in platform.device else "ecp5"
         m.domains.sync = ClockDomain("sync")
+        clock = Signal()  # the sync domain's clock, constrained to the target frequency
+        m.d.comb += ClockSignal("sync").eq(clock)
         if source_hz == target:
-            m.d.comb += ClockSignal("sync").eq(platform.request(platform.default_clk).i)
+            m.d.comb += clock.eq(platform.request(platform.default_clk).i)
         else:
             setting = PLLS.get((family, source_hz, target))
             if setting is None:
@@ -51,9 +53,9 @@ class BoardTop(Elaboratable):
                 raise PoiseError(f"no PLL setting for {source_hz / 1e6:g} MHz to {target / 1e6:g} MHz on {family}; "
                                  f"known: {known}")
             locked = Signal()
-            m.submodules.pll = self._pll(platform, setting, locked)
+            m.submodules.pll = self._pll(platform, setting, clock, locked)
             m.d.comb += ResetSignal("sync").eq(~locked)
-        platform.add_clock_constraint(ClockSignal("sync"), target)
+        platform.add_clock_constraint(clock, target)
 
         m.submodules.soc = soc = self.soc
         uart = platform.request("uart", 0)
@@ -68,14 +70,14 @@ class BoardTop(Elaboratable):
         return m
 
     @staticmethod
-    def _pll(platform, setting: PllSetting, locked: Signal) -> Instance:  # noqa: ANN001
+    def _pll(platform, setting: PllSetting, clock: Signal, locked: Signal) -> Instance:  # noqa: ANN001
         """The PLL primitive: the iCE40's takes the oscillator's pad, the ECP5's its buffered input."""
         if setting.kind == "SB_PLL40_PAD":
             pad = platform.request(platform.default_clk, dir="-")
             return Instance("SB_PLL40_PAD", **setting.parameters, i_PACKAGEPIN=pad.io, i_RESETB=1, i_BYPASS=0,
-                            o_PLLOUTGLOBAL=ClockSignal("sync"), o_LOCK=locked)
-        clock = platform.request(platform.default_clk).i
+                            o_PLLOUTGLOBAL=clock, o_LOCK=locked)
+        oscillator = platform.request(platform.default_clk).i
         return Instance("EHXPLLL", **setting.parameters, p_FEEDBK_PATH="CLKOP", p_OUTDIVIDER_MUXA="DIVA",
-                        p_CLKOP_ENABLE="ENABLED", i_CLKI=clock, i_CLKFB=ClockSignal("sync"), i_RST=0, i_STDBY=0,
+                        p_CLKOP_ENABLE="ENABLED", i_CLKI=oscillator, i_CLKFB=clock, i_RST=0, i_STDBY=0,
                         i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-                        i_PLLWAKESYNC=0, i_ENCLKOP=0, o_CLKOP=ClockSignal("sync"), o_LOCK=locked)
+                        i_PLLWAKESYNC=0, i_ENCLKOP=0, o_CLKOP=clock, o_LOCK=locked)

@@ -1,0 +1,21 @@
+"""``poise build`` before any synthesis: a network too big for the board is refused with the numbers, a
+float bundle is refused with the command that quantises it."""
+
+from run_cli import poise
+from test_quantize_cli import untrained_bundle
+
+
+def test_a_network_too_big_for_the_board_is_refused_before_synthesis(tmp_path, mnist):
+    big = untrained_bundle(tmp_path / "big.npz", (784, 500, 10))
+    fixed = tmp_path / "fixed.npz"
+    assert poise("quantize", big, "--board", "ulx3s", "--limit", "10", "--out", fixed, "--no-progress")[0] == 0
+    status, _, stderr = poise("build", "--board", "icebreaker", "--bundle", fixed, "--out", tmp_path / "build")
+    assert status == 1
+    assert "784-500-10 needs 397 k weights × 8 bit" in stderr and "the largest hidden layer that fits is" in stderr
+    assert not (tmp_path / "build").exists(), "nothing is synthesised for a network that cannot fit"
+
+
+def test_a_float_bundle_is_refused_with_the_quantize_command(tmp_path):
+    bundle = untrained_bundle(tmp_path / "float.npz", (784, 32, 10))
+    status, _, stderr = poise("build", "--board", "ulx3s", "--bundle", bundle, "--out", tmp_path / "build")
+    assert status == 1 and "poise quantize" in stderr
