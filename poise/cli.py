@@ -11,7 +11,8 @@ import sys
 from poise import __version__
 from poise.errors import PoiseError
 
-COMMANDS = ("data", "train", "eval", "quantize", "verilog", "bench", "stream", "twin", "build", "flash", "demo")
+COMMANDS = ("data", "train", "eval", "quantize", "verilog", "bench", "stream", "twin", "build", "flash", "selftest",
+            "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

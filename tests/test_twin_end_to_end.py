@@ -177,3 +177,12 @@ def test_fuzz_then_training_answer_like_the_reference_and_keep_the_weights_exact
     assert changed > 0, "training changed no weight: the read-back would not see a learning bug"
     assert reference.status.bad_frames > 100 and reference.status.refused > 100, "the fuzz reached the refusals"
 
+
+
+def test_selftest_passes_on_the_twin(built):
+    from run_cli import poise
+
+    status, out, err = poise("selftest", "--twin", "icebreaker")
+    assert status == 0, err
+    assert "10 known images: 10 equal to the golden model" in out and "selftest PASSED" in out
+    assert "0 framing, 0 parity, 0 overruns" in out
