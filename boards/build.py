@@ -96,7 +96,8 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print) -> 
     started = time.perf_counter()
     try:
         platform.build(BoardTop(soc), name="top", build_dir=str(out), do_program=False,
-                       nextpnr_opts="--report top.report.json",
+                       # Timing is judged by the report (PASS/FAIL with the numbers), not by nextpnr's exit status.
+                       nextpnr_opts="--report top.report.json --timing-allow-fail",
                        script_after_synth="tee -q -o top.stat.json stat -json")
     except Exception as error:  # the toolchain's own exception types differ per version
         log = next(iter(sorted(out.glob("*.tim"))), None)

@@ -37,7 +37,7 @@ from poise.rtl.lfsr import LeapLfsr
 from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, unsigned_word, wire
 from poise.rtl.schedule import ScheduleROM
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
-from poise.rtl.synapse import SynapseLane, SynapseOp, eta_shift, increment, learn_add
+from poise.rtl.synapse import SWEEP_LATENCY, SynapseLane, SynapseOp, eta_shift, increment, learn_add
 
 COUNTER_BITS = 32
 
@@ -303,6 +303,8 @@ class NetworkCore(wiring.Component):
         m.d.comb += position_next.eq(position)
 
         issue = Signal(name="issue")
+        issue_final = Signal(name="issue_final")  # the last cycle of an issue (a sweep word is issued 3 times)
+        sweep_hold = Signal(range(SWEEP_LATENCY + 1), name="sweep_hold")
         issue_addr = Signal(data.ArrayLayout(range(max(geometry.bank_depth(i) for i in range(L)) + 1), P))
         lane_index = unsigned(max(LP, 1))
         issue_rot = Signal(lane_index, name="issue_rot")
@@ -340,8 +342,14 @@ class NetworkCore(wiring.Component):
                         with m.Else():
                             m.d.sync += starting.eq(0)
                     with m.Else():
+                        # A sweep word is issued for SWEEP_LATENCY + 1 cycles (its lanes' products are
+                        # registered); only the last one writes and moves on.
+                        advance = sweep_hold == SWEEP_LATENCY if seg.op == "sweep" else Const(1)
+                        if seg.op == "sweep":
+                            m.d.sync += sweep_hold.eq(Mux(advance, 0, sweep_hold + 1))
                         m.d.comb += [
-                            issue.eq(1), issue_layer.eq(layer), issue_kind_col.eq(seg.kind == "col"),
+                            issue.eq(1), issue_final.eq(advance), issue_layer.eq(layer),
+                            issue_kind_col.eq(seg.kind == "col"),
                             issue_op.eq(ops[seg.op]),
                             issue_target.eq(geometry.neuron_base[target_span] + word),
                             issue_count.eq(Mux(n_target - word * P >= P, P, n_target - word * P)),
@@ -356,7 +364,7 @@ class NetworkCore(wiring.Component):
                             m.d.comb += issue_rot.eq(entry[:LP] if LP else 0)
                             for r in range(P):
                                 m.d.comb += issue_addr[r].eq((word * P + r) * geometry.words(layer) + (entry >> LP))
-                        with m.If(last_word):
+                        with m.If(advance & last_word):
                             m.d.sync += word.eq(0)
                             with m.If(position + 1 == count):
                                 m.d.sync += starting.eq(1)
@@ -366,7 +374,7 @@ class NetworkCore(wiring.Component):
                                     m.d.sync += segment.eq(segment + 1)
                             with m.Else():
                                 m.d.comb += position_next.eq(position + 1)
-                        with m.Else():
+                        with m.Elif(advance):
                             m.d.sync += word.eq(word + 1)
         m.d.sync += position.eq(position_next)
 
@@ -374,9 +382,10 @@ class NetworkCore(wiring.Component):
         held = Signal(data.StructLayout({
             "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
             "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": SynapseOp,
-            "pixel": issue_pixel.shape(), "learn": 1}), name="held")
+            "pixel": issue_pixel.shape(), "learn": 1, "final": 1}), name="held")
         m.d.sync += [
-            held.valid.eq(issue), held.addr.eq(issue_addr), held.rot.eq(issue_rot), held.target.eq(issue_target),
+            held.valid.eq(issue), held.final.eq(issue_final),
+            held.addr.eq(issue_addr), held.rot.eq(issue_rot), held.target.eq(issue_target),
             held.count.eq(issue_count), held.layer.eq(issue_layer), held.col.eq(issue_kind_col),
             held.op.eq(issue_op), held.pixel.eq(issue_pixel), held.learn.eq(learn),
         ]
@@ -422,7 +431,7 @@ class NetworkCore(wiring.Component):
                 m.d.comb += [d_write.addr.eq(held.target), d_write.data.eq(lane.drive_next)]
                 with m.If(lane_valid[r] & lane.write_drive):
                     m.d.comb += d_write.en.eq(1)
-        m.d.comb += writes_weights.eq(held.valid & lanes[0].write_weight)
+        m.d.comb += writes_weights.eq(held.valid & held.final & lanes[0].write_weight)
         m.d.comb += lfsr_advance.eq(Mux(writes_weights, held.count, 0))
         for layer in range(L):
             for bank, (_, write) in enumerate(weight_banks[layer]):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Module, Mux, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.neuron import round_shift, saturate, unsigned_word, wire
+from poise.rtl.neuron import round_shift, saturate, unsigned_word
 
 
 class SynapseOp(enum.IntEnum):
@@ -21,6 +21,10 @@ class SynapseOp(enum.IntEnum):
     ACCUMULATE = 0  # u += w; when learning, w ← w + Δw of the target neuron
     DRIVE = 1  # drive += w·pixel (current mode, once per image)
     SWEEP = 2  # w ← w + Δw(pixel, Σ Δs) (current-mode learning of W₀, once per training image)
+
+
+SWEEP_LATENCY = 2
+"""Registers in a lane's sweep path: its inputs are held for ``SWEEP_LATENCY + 1`` cycles, the write is the last."""
 
 
 def learn_add(m: Module, value: Value, increment: Value, noise: Value, fmt: FixedFormat, guard: int, name: str
@@ -64,7 +68,7 @@ def result_fields(geometry: CoreGeometry) -> dict[str, object]:
 
 
 class SynapseLane(wiring.Component):
-    """One lane, combinational, bit-exact with the golden model's accumulate pass, drive and sweep:
+    """One lane, bit-exact with the golden model's accumulate pass, drive and sweep:
 
     - ``ACCUMULATE``: ``u + w``; with ``learn``, ``w ← sat(w + ((Δw + r) >> g))`` ([002] Eq. 1 as a
       read-modify-write, stochastic rounding with the LFSR word r);
@@ -72,7 +76,11 @@ class SynapseLane(wiring.Component):
     - ``SWEEP``: ``Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc))``, then the same write.
 
     The engine feeds the inputs (:func:`request_fields`) from the memories' read ports and the outputs
-    (:func:`result_fields`) to their write ports in the same cycle. Every field is a port of its own: Verilator
+    (:func:`result_fields`) to their write ports in the same cycle, except for ``SWEEP``: its two products
+    are registered (``SWEEP_LATENCY`` = 2 cycles), so the engine holds a sweep's inputs for three cycles and
+    writes in the third; pixel·ΣΔs·η₀ in one cycle was the longest path of the whole design.
+
+    Every field is a port of its own: Verilator
     mis-schedules one struct-typed port that the core drives in parts, one of them conditionally (measured: the
     weight read as 0 on Verilator while Amaranth's simulator was right). Without learning constants in the
     spec, no weight is ever written.
@@ -96,9 +104,11 @@ class SynapseLane(wiring.Component):
             return m
         guard = fixed.guard
         learned = learn_add(m, self.weight, self.increment, self.noise, fixed.weight, guard, "learned")
-        product = wire(m, self.pixel * self.summed * fixed.eta[0], "swept_product")
-        swept_increment = increment(m, product >> self.lr_shift, fixed.pixel.frac + eta_shift(fixed), fixed,
-                                    "swept_increment")
+        pixel_summed = Signal(signed(len(self.pixel) + len(self.summed) + 1), name="swept_pixel_summed")
+        product = Signal(signed(len(pixel_summed) + fixed.eta[0].bit_length() + 1), name="swept_product")
+        m.d.sync += [pixel_summed.eq(self.pixel * self.summed),
+                     product.eq((pixel_summed * fixed.eta[0]) >> self.lr_shift)]
+        swept_increment = increment(m, product, fixed.pixel.frac + eta_shift(fixed), fixed, "swept_increment")
         swept = learn_add(m, self.weight, swept_increment, self.noise, fixed.weight, guard, "swept")
         m.d.comb += [
             self.weight_next.eq(Mux(op == SynapseOp.SWEEP, swept, learned)),

@@ -14,7 +14,7 @@ from poise.golden.integer import MAX_LR_SHIFT, IntegerSpikingModel
 from poise.golden.model import build_model
 from poise.golden.spec import SpikingOptions, default_spec
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.synapse import SynapseLane, SynapseOp
+from poise.rtl.synapse import SWEEP_LATENCY, SynapseLane, SynapseOp
 
 
 class FixedNoise:
@@ -86,12 +86,16 @@ def test_synapse_lane_is_the_golden_accumulate_drive_and_learning(rounding):
                         ctx.set(getattr(dut, name), int(values[k]))
                     ctx.set(dut.op, op)
                     ctx.set(dut.learn, learn)
+                    if op == SynapseOp.SWEEP:  # inputs held while the registered products fill
+                        for _ in range(SWEEP_LATENCY):
+                            await ctx.tick()
                     await ctx.delay(1e-9)
                     for name in ("u", "weight", "drive", "write_u", "write_weight", "write_drive"):
                         port = name if name.startswith("write") else f"{name}_next"
                         got[op, learn, k, name] = ctx.get(getattr(dut, port))
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     for op, fields in expected.items():

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
     print(f"bitstream {report.bitstream or '(none)'}; report {out / 'build.json'}; {report.seconds:.0f} s")
     if not report.timing_met:
-        print(f"poise: error: timing not met on the {args.board}: Fmax {report.fmax_mhz} MHz against "
+        print(f"poise: error: timing not met on the {args.board}: Fmax {report.fmax_mhz or 0:.1f} MHz against "
               f"{report.target_mhz:g} MHz")
         return 1
     return 0
