@@ -4,6 +4,7 @@ the target clock, as a table and as JSON beside the bitstream."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -34,6 +35,7 @@ class BuildReport:
     arch: str
     target_mhz: float
     fmax_mhz: float | None
+    lanes: int = 0
     utilization: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
     bitstream: str = ""
@@ -76,11 +78,14 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
     return utilization, fmax
 
 
-def build(board: str, bundle_path: Path | None, out: Path, say: Any = print) -> BuildReport:
-    """Fit check, then the whole build of ``board`` with the bundle's network; writes ``out/top.bit`` (or
-    ``.bin``) and ``out/build.json``. Raises :class:`PoiseError` when the network does not fit or the tools
-    fail; timing is reported, not raised (the caller decides)."""
+def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lanes: int | None = None
+          ) -> BuildReport:
+    """Fit check, then the whole build of ``board`` with the bundle's network (``lanes`` overrides the
+    profile's); writes ``out/top.bit`` (or ``.bin``) and ``out/build.json``. Raises :class:`PoiseError` when
+    the network does not fit or the tools fail; timing is reported, not raised (the caller decides)."""
     profile = board_profile(board)
+    if lanes is not None:
+        profile = dataclasses.replace(profile, soc=dataclasses.replace(profile.soc, lanes=lanes))
     bundle_path = Path(bundle_path) if bundle_path is not None else profile.default_bundle()
     bundle = load_bundle(bundle_path)
     if bundle.fixed is None:
@@ -91,11 +96,12 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print) -> 
     platform = board_platform(board)
     use_pypi_toolchain()
     out.mkdir(parents=True, exist_ok=True)
-    say(f"building {bundle.spec.arch} for the {board} ({platform.device}) at {profile.soc.clock_hz / 1e6:g} MHz in "
-        f"{out}: synthesis, place and route, packing")
+    say(f"building {bundle.spec.arch} with {profile.soc.lanes} lanes for the {board} ({platform.device}) at "
+        f"{profile.soc.clock_hz / 1e6:g} MHz in {out}: synthesis, place and route, packing")
     started = time.perf_counter()
+    options = {"synth_opts": "-dsp"} if "iCE40" in platform.device else {}  # the UP5K's SB_MAC16 multipliers
     try:
-        platform.build(BoardTop(soc), name="top", build_dir=str(out), do_program=False,
+        platform.build(BoardTop(soc), name="top", build_dir=str(out), do_program=False, **options,
                        # Timing is judged by the report (PASS/FAIL with the numbers), not by nextpnr's exit status.
                        nextpnr_opts="--report top.report.json --timing-allow-fail",
                        script_after_synth="tee -q -o top.stat.json stat -json")
@@ -105,7 +111,7 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print) -> 
     report_path = out / "top.report.json"
     utilization, fmax = parse_report(json.loads(report_path.read_text())) if report_path.is_file() else ({}, None)
     bitstream = next((p for p in (out / "top.bit", out / "top.bin") if p.is_file()), None)
-    result = BuildReport(board, bundle.spec.arch, profile.soc.clock_hz / 1e6, fmax, utilization,
+    result = BuildReport(board, bundle.spec.arch, profile.soc.clock_hz / 1e6, fmax, profile.soc.lanes, utilization,
                          time.perf_counter() - started, str(bitstream) if bitstream else "")
     (out / "build.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result

@@ -14,6 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--board", required=True, help="icebreaker, orangecrab or ulx3s")
     parser.add_argument("--bundle", type=Path, help="fixed-point bundle (default: the board's embedded one)")
     parser.add_argument("--out", type=Path, help="build folder (default: build/BOARD)")
+    parser.add_argument("--lanes", type=int, help="synapse lanes (default: the board profile's)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from poise.boards.build import build
 
     out = args.out or DEFAULT_BUILD / args.board
-    report = build(args.board, args.bundle, out)
+    report = build(args.board, args.bundle, out, lanes=args.lanes)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
     print(f"bitstream {report.bitstream or '(none)'}; report {out / 'build.json'}; {report.seconds:.0f} s")
     if not report.timing_met:
