@@ -42,7 +42,7 @@ class BoardTop(Elaboratable):
         source_hz = int(platform.default_clk_frequency)
         family = "ice40" if "iCE40" in platform.device else "ecp5"
         m.domains.sync = ClockDomain("sync")
-        clock = Signal()  # the sync domain's clock, constrained to the target frequency
+        clock = Signal()  # the sync domain's clock: nextpnr derives its constraint from the oscillator's
         m.d.comb += ClockSignal("sync").eq(clock)
         if source_hz == target:
             m.d.comb += clock.eq(platform.request(platform.default_clk).i)
@@ -55,7 +55,6 @@ class BoardTop(Elaboratable):
             locked = Signal()
             m.submodules.pll = self._pll(platform, setting, clock, locked)
             m.d.comb += ResetSignal("sync").eq(~locked)
-        platform.add_clock_constraint(clock, target)
 
         m.submodules.soc = soc = self.soc
         uart = platform.request("uart", 0)
