@@ -186,3 +186,28 @@ def test_selftest_passes_on_the_twin(built):
     assert status == 0, err
     assert "10 known images: 10 equal to the golden model" in out and "selftest PASSED" in out
     assert "0 framing, 0 parity, 0 overruns" in out
+
+
+def test_poise_twin_announces_its_port_and_stops_cleanly_on_ctrl_c(built, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    link = tmp_path / "ttyPOISE"
+    command = [sys.executable, "-m", "poise", "twin", "--board", "icebreaker", "--link", str(link)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            lines = [process.stdout.readline() for _ in range(3)]  # what it builds or reuses, then the port
+            assert any(f"on {link}" in line for line in lines), "".join(lines)
+            with serial.Serial(str(link), timeout=5) as port:
+                port.write(pack_frame(encode_packet(9, Opcode.INFO)))
+                reply = FrameSplitter()
+                frames: list[bytes] = []
+                deadline = time.monotonic() + 10
+                while not frames and time.monotonic() < deadline:
+                    frames = reply.feed(port.read(max(1, port.in_waiting)))
+            assert decode_packet(unpack_frame(frames[0])).opcode == Opcode.INFO | 0x80
+        finally:
+            process.send_signal(signal.SIGINT)
+            status = process.wait(timeout=20)
+    assert status == 0 and not link.exists()
