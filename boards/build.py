@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +68,18 @@ def use_pypi_toolchain(project_cache: Path | None = None) -> None:
         os.environ.setdefault("YOWASP_CACHE_DIR", str(project_cache / "yowasp"))
 
 
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
+
+
+def overused_resources(log: str) -> list[tuple[str, int, int]]:
+    """The cell types nextpnr's log reports above 100 % (name, used, available), from its last utilisation
+    table: what a design that does not fit needs."""
+    found: dict[str, tuple[int, int]] = {}
+    for name, used, available in _UTILISATION.findall(log):
+        found[name] = (int(used), int(available))
+    return [(name, used, available) for name, (used, available) in found.items() if used > available]
+
+
 def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], float | None]:
     """nextpnr's ``--report`` JSON: utilisation per cell type, and the achieved Fmax of the sync clock."""
     utilization = {name: {"used": int(cells["used"]), "available": int(cells["available"])}
@@ -106,8 +119,13 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
                        nextpnr_opts="--report top.report.json --timing-allow-fail",
                        script_after_synth="tee -q -o top.stat.json stat -json")
     except Exception as error:  # the toolchain's own exception types differ per version
-        log = next(iter(sorted(out.glob("*.tim"))), None)
-        raise PoiseError(f"the {board} build failed: {error}" + (f"; see {log}" if log else "")) from None
+        log = out / "top.tim"
+        overused = overused_resources(log.read_text(errors="replace")) if log.is_file() else []
+        if overused:
+            raise PoiseError(f"the design does not fit the {board}'s {platform.device}: "
+                             + ", ".join(f"{name} {used}/{available}" for name, used, available in overused)
+                             + f" (log: {log}). Use fewer lanes (--lanes) or a smaller network.") from None
+        raise PoiseError(f"the {board} build failed: {error}" + (f"; see {log}" if log.is_file() else "")) from None
     report_path = out / "top.report.json"
     utilization, fmax = parse_report(json.loads(report_path.read_text())) if report_path.is_file() else ({}, None)
     bitstream = next((p for p in (out / "top.bit", out / "top.bin") if p.is_file()), None)

@@ -19,3 +19,18 @@ def test_a_float_bundle_is_refused_with_the_quantize_command(tmp_path):
     bundle = untrained_bundle(tmp_path / "float.npz", (784, 32, 10))
     status, _, stderr = poise("build", "--board", "ulx3s", "--bundle", bundle, "--out", tmp_path / "build")
     assert status == 1 and "poise quantize" in stderr
+
+
+NEXTPNR_LOG = """Info: Device utilisation:
+Info: \t         ICESTORM_LC:    6594/   5280   124%
+Info: \t        ICESTORM_RAM:      26/     30    86%
+Info: \t        ICESTORM_DSP:      14/      8   175%
+ERROR: Unable to place cell 'soc.core.increment_product_0_SB_MAC16_O_DSP', no BELs remaining
+"""
+
+
+def test_a_design_that_does_not_fit_names_the_overused_resources():
+    from poise.boards.build import overused_resources
+
+    assert overused_resources(NEXTPNR_LOG) == [("ICESTORM_LC", 6594, 5280), ("ICESTORM_DSP", 14, 8)]
+    assert overused_resources("Info: \t  DP16KD:  76/ 208  37%\n") == []
