@@ -124,7 +124,8 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
         if overused:
             raise PoiseError(f"the design does not fit the {board}'s {platform.device}: "
                              + ", ".join(f"{name} {used}/{available}" for name, used, available in overused)
-                             + f" (log: {log}). Use fewer lanes (--lanes) or a smaller network.") from None
+                             + f" (log: {log}). Use fewer lanes (--lanes), a smaller network or a larger board; "
+                             "docs/BOARDS.md says what fits where.") from None
         raise PoiseError(f"the {board} build failed: {error}" + (f"; see {log}" if log.is_file() else "")) from None
     report_path = out / "top.report.json"
     utilization, fmax = parse_report(json.loads(report_path.read_text())) if report_path.is_file() else ({}, None)
