@@ -43,6 +43,8 @@ class Parameter(enum.IntEnum):
 
 
 INPUT_MODES = ("current", "spike")
+WIRE_BITS = 16
+"""Weights, biases and output states travel as int16: a network with wider words cannot use this protocol."""
 MAX_READ = 512
 """Most values one ``READ_WEIGHTS`` returns."""
 

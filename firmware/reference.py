@@ -71,6 +71,7 @@ from poise.firmware.messages import (
     READ,
     SETTING,
     TRAIN_HEAD,
+    WIRE_BITS,
     ImageResult,
     Info,
     Parameter,
@@ -94,8 +95,6 @@ COUNTER_MAX = 0xFFFF
 """The 16-bit error counters saturate here."""
 IMAGES_MASK = 0xFFFF_FFFF
 """The image count is 32 bits and wraps."""
-WIRE_BITS = 16
-"""Weights, biases and output states travel as int16."""
 
 
 @dataclass(frozen=True)

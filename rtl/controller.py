@@ -20,17 +20,30 @@ from amaranth.lib.wiring import In, Out
 
 from poise.errors import PoiseError
 from poise.firmware.framing import MAX_BODY
-from poise.firmware.messages import INFO_HEAD, MAX_READ, Encoding, Parameter, Target
-from poise.firmware.protocol import PROTOCOL_VERSION, REPLY, ErrorCode, Opcode
+from poise.firmware.messages import (
+    ACCESS,
+    INFER_HEAD,
+    INFO_HEAD,
+    MAX_READ,
+    READ,
+    SETTING,
+    TRAIN_HEAD,
+    WIRE_BITS,
+    Encoding,
+    Parameter,
+    Target,
+)
+from poise.firmware.protocol import HEADER, PROTOCOL_VERSION, REPLY, ErrorCode, Opcode
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.core import command_layout, parameter_request_layout, parameter_response_layout, result_layout
 from poise.rtl.frame import FrameReceiver, FrameSender, FrameStatus
 from poise.rtl.geometry import CoreGeometry
 
 COUNTER_BITS = 16
-REPLY_BODY = 3 + 2 * MAX_READ
+REPLY_BODY = HEADER.size + 2 * MAX_READ
 """The largest reply: a header and MAX_READ int16 values."""
-ERROR_BODY = 5
+ERROR_BODY = HEADER.size + 2
+"""An error reply: the header, the error code and the opcode answered."""
 
 
 class Reply(enum.IntEnum):
@@ -76,7 +89,7 @@ class CommandController(wiring.Component):
 
     def __init__(self, geometry: CoreGeometry, info: bytes, max_body: int = MAX_BODY) -> None:
         fixed = geometry.fixed
-        if fixed.state.width > 16 or max(fixed.weight.width, fixed.bias.width) > 16:
+        if max(fixed.state.width, fixed.weight.width, fixed.bias.width) > WIRE_BITS:
             raise PoiseError("the protocol carries states, weights and biases as int16; this spec is wider")
         if info[INFO_HEAD.size - 1] != len(geometry.layers):
             raise PoiseError("the INFO payload does not describe this network")
@@ -143,7 +156,7 @@ class CommandController(wiring.Component):
         emit_index = Signal(range(64))
         write_address = Signal(range(REPLY_BODY + 1))
         payload_length = Signal(range(self.max_body + 3))
-        m.d.comb += payload_length.eq(length - 3)
+        m.d.comb += payload_length.eq(length - HEADER.size)
 
         fetch = Signal(range(self.max_body + 2))
         m.d.comb += [fetch.eq(position), receiver.read_addr.eq(fetch)]
@@ -239,7 +252,7 @@ class CommandController(wiring.Component):
                 m.d.sync += [value.eq(Cat(low, byte)), position.eq(position + 1)]
                 m.next = then
 
-        def fetch_args(n: int, first: int = 3) -> None:
+        def fetch_args(n: int, first: int = HEADER.size) -> None:
             m.d.sync += [arg_index.eq(0), arg_count.eq(n), position.eq(first), args.eq(0)]
             m.next = "ARGS"
 
@@ -285,30 +298,30 @@ class CommandController(wiring.Component):
                             m.d.comb += receiver.packet.ready.eq(1)
                             m.next = "SIMPLE"
                     with m.Case(Opcode.SET):
-                        with m.If(payload_length != 6):
+                        with m.If(payload_length != SETTING.size):
                             refuse(ErrorCode.BAD_LENGTH)
                         with m.Else():
-                            fetch_args(6)
+                            fetch_args(SETTING.size)
                     with m.Case(Opcode.READ_WEIGHTS):
-                        with m.If(payload_length != 8):
+                        with m.If(payload_length != READ.size):
                             refuse(ErrorCode.BAD_LENGTH)
                         with m.Else():
-                            fetch_args(8)
+                            fetch_args(READ.size)
                     with m.Case(Opcode.LOAD_WEIGHTS):
-                        with m.If((payload_length < 8) | payload_length[0]):
+                        with m.If((payload_length < ACCESS.size + 2) | (payload_length[0] != ACCESS.size % 2)):
                             refuse(ErrorCode.BAD_LENGTH)
                         with m.Else():
-                            fetch_args(6)
+                            fetch_args(ACCESS.size)
                     with m.Case(Opcode.INFER):
-                        with m.If(payload_length < 1):
+                        with m.If(payload_length < INFER_HEAD.size):
                             refuse(ErrorCode.BAD_LENGTH)
                         with m.Else():
-                            fetch_args(1)
+                            fetch_args(INFER_HEAD.size)
                     with m.Case(Opcode.TRAIN):
-                        with m.If(payload_length < 3):
+                        with m.If(payload_length < TRAIN_HEAD.size):
                             refuse(ErrorCode.BAD_LENGTH)
                         with m.Else():
-                            fetch_args(3)
+                            fetch_args(TRAIN_HEAD.size)
                     with m.Default():
                         refuse(ErrorCode.UNKNOWN_OPCODE)
 
@@ -363,7 +376,7 @@ class CommandController(wiring.Component):
                     with m.If(~access_ok):
                         refuse(ErrorCode.OUT_OF_RANGE)
                     with m.Else():
-                        m.d.sync += [row.eq(arg_row), col.eq(arg_col), count.eq((payload_length - 6) >> 1),
+                        m.d.sync += [row.eq(arg_row), col.eq(arg_col), count.eq((payload_length - ACCESS.size) >> 1),
                                      done.eq(0)]
                         m.next = "WALK"
                 with m.Case(Opcode.TRAIN):
@@ -390,9 +403,9 @@ class CommandController(wiring.Component):
                 with m.If(row >= row_limit):
                     refuse(ErrorCode.OUT_OF_RANGE)
                 with m.Elif(count == 1):
-                    m.d.sync += [row.eq(arg_row), col.eq(arg_col), position.eq(9)]
+                    m.d.sync += [row.eq(arg_row), col.eq(arg_col), position.eq(HEADER.size + ACCESS.size)]
                     with m.If(opcode == Opcode.LOAD_WEIGHTS):
-                        m.d.sync += count.eq((payload_length - 6) >> 1)
+                        m.d.sync += count.eq((payload_length - ACCESS.size) >> 1)
                         m.next = "LOAD_FETCH_LOW"
                     with m.Else():
                         m.d.sync += [count.eq(read_count), *reply(Reply.HEADER, _After.READ_LOOP)]
@@ -451,11 +464,11 @@ class CommandController(wiring.Component):
                     m.next = "READ_REQUEST"
 
             # INFER and TRAIN: check the image's encoding completely, then stream it into the core.
-            image_start = Mux(opcode == Opcode.TRAIN, 6, 4)
+            image_start = Mux(opcode == Opcode.TRAIN, HEADER.size + TRAIN_HEAD.size, HEADER.size + INFER_HEAD.size)
             with m.State("IMAGE"):
                 m.d.sync += [position.eq(image_start), pixel_count.eq(0)]
                 with m.If(encoding == Encoding.RAW):
-                    with m.If(payload_length - (image_start - 3) != n_in):
+                    with m.If(payload_length - (image_start - HEADER.size) != n_in):
                         refuse(ErrorCode.BAD_LENGTH)
                     with m.Else():
                         m.next = "COMMAND"

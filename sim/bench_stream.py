@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from poise.boards.profiles import PROFILES
     from poise.firmware.driver import PoiseDevice
     from poise.firmware.link import Link, SerialTransport
-    from poise.firmware.messages import Encoding
-    from poise.firmware.protocol import encode_packet
+    from poise.firmware.messages import RESULT_HEAD, Encoding
+    from poise.firmware.protocol import REPLY, Opcode, encode_packet
     from poise.firmware.stream import stream
     from poise.golden.data import load_dataset
     from poise.sim.board_twin import board_twin
@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
         if summary.mismatches:
             print("\n".join(summary.mismatches), file=sys.stderr)
             return 1
-        request = float(np.mean([frame_bytes(encode_packet(0, 4, device.infer_payload(image, encoding)))
+        request = float(np.mean([frame_bytes(encode_packet(0, Opcode.INFER, device.infer_payload(image, encoding)))
                                  for image in images]))
-        reply = frame_bytes(encode_packet(0, 0x84, bytes(17 + 2 * device.classes)))
+        reply = frame_bytes(encode_packet(0, Opcode.INFER | REPLY, bytes(RESULT_HEAD.size + 2 * device.classes)))
         rows.append({"encoding": encoding.name.lower(), "twin_images_per_second": summary.images_per_second,
                      "request_frame_bytes": request, "reply_frame_bytes": reply,
                      "cycles_per_image": summary.mean_cycles, "accuracy": summary.accuracy})

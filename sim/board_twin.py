@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,8 @@ def board_twin(board: str, bundle_path: Path | None = None, say: Callable[[str],
     bundle_path = Path(bundle_path) if bundle_path is not None else profile.default_bundle()
     bundle = load_bundle(bundle_path)
     text = soc_verilog(bundle_path, profile, say)
-    say(f"verilating the {profile.name} twin (cached after the first time; a few minutes on 2 cores)")
+    started = time.perf_counter()
     build = build_twin(text, "top", f"twin-{profile.name}")
+    if build.built:
+        say(f"verilated the {profile.name} twin in {time.perf_counter() - started:.0f} s (cached from now on)")
     return BoardTwin(profile, bundle_path, bundle, build)

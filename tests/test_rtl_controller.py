@@ -39,8 +39,8 @@ from poise.rtl.soc import SoCConfig, device_info
 CONFIG = SoCConfig(clock_hz=24_000_000, baud=3_000_000, lanes=2, max_body=300)
 
 
-def small_params(spec_or_model) -> dict[str, np.ndarray]:
-    spec = getattr(spec_or_model, "spec", spec_or_model)
+def small_params(spec) -> dict[str, np.ndarray]:
+    """The float parameters of ``spec``'s network, weights tripled (more spikes, more learning)."""
     params = build_model(spec).params
     return {name: value * 3 if name.startswith("w") else value for name, value in params.items()}
 
@@ -188,7 +188,7 @@ def mask_cycles(packet) -> tuple:
 
 def test_controller_answers_byte_for_byte_like_the_reference_device():
     model = small_model()
-    bundle = Bundle(model.spec, small_params(model), fixed=model.fixed)
+    bundle = Bundle(model.spec, small_params(model.spec), fixed=model.fixed)
     reference = ReferenceDevice(bundle, lanes=CONFIG.lanes, clock_hz=CONFIG.clock_hz, baud=CONFIG.baud,
                                 max_body=CONFIG.max_body)
     frames = scenario(model)

@@ -197,8 +197,10 @@ def test_poise_twin_announces_its_port_and_stops_cleanly_on_ctrl_c(built, tmp_pa
     command = [sys.executable, "-m", "poise", "twin", "--board", "icebreaker", "--link", str(link)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
-            lines = [process.stdout.readline() for _ in range(3)]  # what it builds or reuses, then the port
-            assert any(f"on {link}" in line for line in lines), "".join(lines)
+            lines = [process.stdout.readline()]  # what it builds, if anything, then the port
+            while lines[-1] and f"on {link}" not in lines[-1] and len(lines) < 4:
+                lines.append(process.stdout.readline())
+            assert f"on {link}" in lines[-1], "".join(lines)
             with serial.Serial(str(link), timeout=5) as port:
                 port.write(pack_frame(encode_packet(9, Opcode.INFO)))
                 reply = FrameSplitter()

@@ -43,46 +43,36 @@ def add_stream_options(parser: argparse.ArgumentParser, *, device_required: bool
 
 @contextlib.contextmanager
 def open_device(args: argparse.Namespace) -> Iterator[tuple[Any, Any, str]]:
-    """The connected device, the bundle it runs and a description, for the chosen transport."""
+    """The connected device (INFO asked, its network checked against the bundle), the bundle it runs and a
+    description, for the chosen transport."""
     from poise.boards.profiles import board_profile
     from poise.firmware.driver import PoiseDevice
     from poise.firmware.link import Link, LoopbackTransport, SerialTransport
     from poise.golden.bundle import load_bundle
 
-    if args.twin:
-        from poise.sim.board_twin import board_twin
+    with contextlib.ExitStack() as stack:
+        if args.twin:
+            from poise.sim.board_twin import board_twin
 
-        built = board_twin(args.twin, args.bundle)
-        with built.start() as twin:
-            link = Link(SerialTransport(twin.port), timeout=args.timeout)
-            device = PoiseDevice(link)
-            device.connect()
-            device.check_bundle(built.bundle)
-            try:
-                yield device, built.bundle, f"the {args.twin} twin on {twin.port}"
-            finally:
-                link.close()
-        return
-    profile = board_profile(args.board)
-    bundle_path = args.bundle or profile.default_bundle()
-    bundle = load_bundle(bundle_path)
-    if args.reference:
-        from poise.firmware.reference import ReferenceDevice
+            built = board_twin(args.twin, args.bundle)
+            twin = stack.enter_context(built.start())
+            bundle, transport, where = built.bundle, SerialTransport(twin.port), f"the {args.twin} twin on {twin.port}"
+        else:
+            profile = board_profile(args.board)
+            bundle = load_bundle(args.bundle or profile.default_bundle())
+            if args.reference:
+                from poise.firmware.reference import ReferenceDevice
 
-        transport: Any = LoopbackTransport(ReferenceDevice(bundle, profile.soc.lanes, profile.soc.clock_hz,
-                                                           profile.soc.baud), name="the reference device")
-        where = "the in-process reference device"
-    else:
-        transport = SerialTransport(args.port, args.baud or profile.soc.baud)
-        where = args.port
-    link = Link(transport, timeout=args.timeout)
-    try:
+                soc = profile.soc
+                reference = ReferenceDevice(bundle, soc.lanes, soc.clock_hz, soc.baud)
+                transport, where = LoopbackTransport(reference, name="the reference device"), "the reference device"
+            else:
+                transport, where = SerialTransport(args.port, args.baud or profile.soc.baud), args.port
+        link = stack.enter_context(Link(transport, timeout=args.timeout))
         device = PoiseDevice(link)
         device.connect()
         device.check_bundle(bundle)
         yield device, bundle, where
-    finally:
-        link.close()
 
 
 def run(args: argparse.Namespace) -> int:
