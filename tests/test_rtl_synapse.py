@@ -1,5 +1,6 @@
-"""One synapse lane in Amaranth's simulator against the integer golden model's own arithmetic: the
-accumulate, the drive, and the learning unit's read-modify-write with stochastic or nearest rounding."""
+"""One synapse lane and one weight bank's learning write in Amaranth's simulator against the integer golden
+model's own arithmetic: the accumulate, the drive, the sweep's increment, and the read-modify-write with
+stochastic or nearest rounding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const, Module, Signal
 from amaranth.sim import Simulator
 
 from poise.golden.fixed import derive_fixed_spec
@@ -14,7 +16,7 @@ from poise.golden.integer import MAX_LR_SHIFT, IntegerSpikingModel
 from poise.golden.model import build_model
 from poise.golden.spec import SpikingOptions, default_spec
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.synapse import SWEEP_LATENCY, SynapseLane, SynapseOp
+from poise.rtl.synapse import SWEEP_LATENCY, SynapseLane, SynapseOp, WeightUpdate, writes_weight
 
 
 class FixedNoise:
@@ -42,7 +44,7 @@ def edge_and_random(fmt_min: int, fmt_max: int, count: int, rng: np.random.Gener
 
 
 @pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
-def test_synapse_lane_is_the_golden_accumulate_drive_and_learning(rounding):
+def test_synapse_lane_and_weight_update_are_the_golden_accumulate_drive_and_learning(rounding):
     model, rng, count = model_for(rounding), np.random.default_rng(7), 400
     fixed = model.fixed
     geometry = CoreGeometry(model.spec, model.fixed, 2)
@@ -66,62 +68,65 @@ def test_synapse_lane_is_the_golden_accumulate_drive_and_learning(rounding):
         model.lr_shift = int(shift)
         chosen = lr_shift == shift
         swept_increment[chosen] = model.sweep_increment(pixel[chosen], summed[chosen])
-    model.lfsr = FixedNoise(noise)
-    swept = model.learn_add(weight, swept_increment, fixed.weight, "w")
     expected = {
-        SynapseOp.ACCUMULATE: {"u": u + weight, "weight": learned, "write_u": 1, "write_drive": 0},
-        SynapseOp.DRIVE: {"drive": drive + weight * pixel, "write_u": 0, "write_drive": 1, "write_weight": 0},
-        SynapseOp.SWEEP: {"weight": swept, "write_u": 0, "write_drive": 0, "write_weight": 1},
+        SynapseOp.ACCUMULATE: {"u_next": u + weight, "write_u": 1, "write_drive": 0},
+        SynapseOp.DRIVE: {"drive_next": drive + weight * pixel, "write_u": 0, "write_drive": 1},
+        SynapseOp.SWEEP: {"swept_increment": swept_increment, "write_u": 0, "write_drive": 0},
     }
-    dut = SynapseLane(geometry)
+    lane, update = SynapseLane(geometry), WeightUpdate(fixed)
+    top_module = Module()
+    top_module.submodules.lane, top_module.submodules.update = lane, update
     got: dict[tuple[SynapseOp, int, str], int] = {}
+    learned_got = []
 
     async def bench(ctx):
         for op in SynapseOp:
-            for learn in (0, 1):
-                for k in range(count):
-                    for name, values in (("weight", weight), ("increment", inc), ("pixel", pixel),
-                                         ("summed", summed), ("u", u), ("drive", drive), ("noise", noise),
-                                         ("lr_shift", lr_shift)):
-                        ctx.set(getattr(dut, name), int(values[k]))
-                    ctx.set(dut.op, op)
-                    ctx.set(dut.learn, learn)
-                    if op == SynapseOp.SWEEP:  # inputs held while the registered products fill
-                        for _ in range(SWEEP_LATENCY):
-                            await ctx.tick()
-                    await ctx.delay(1e-9)
-                    for name in ("u", "weight", "drive", "write_u", "write_weight", "write_drive"):
-                        port = name if name.startswith("write") else f"{name}_next"
-                        got[op, learn, k, name] = ctx.get(getattr(dut, port))
+            for k in range(count):
+                for name, values in (("weight", weight), ("pixel", pixel), ("summed", summed), ("u", u),
+                                     ("drive", drive), ("lr_shift", lr_shift)):
+                    ctx.set(getattr(lane, name), int(values[k]))
+                ctx.set(lane.op, op)
+                if op == SynapseOp.SWEEP:  # inputs held while the registered products fill
+                    for _ in range(SWEEP_LATENCY):
+                        await ctx.tick()
+                await ctx.delay(1e-9)
+                for name in expected[op]:
+                    got[op, k, name] = ctx.get(getattr(lane, name))
+        for k in range(count):
+            for name, values in (("weight", weight), ("increment", inc), ("noise", noise)):
+                ctx.set(getattr(update, name), int(values[k]))
+            await ctx.delay(1e-9)
+            learned_got.append(ctx.get(update.weight_next))
 
-    sim = Simulator(dut)
+    sim = Simulator(top_module)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     for op, fields in expected.items():
-        for learn in (0, 1):
-            for name, values in fields.items():
-                if name == "weight" and op == SynapseOp.ACCUMULATE and not learn:
-                    continue
-                values = np.broadcast_to(values, (count,))
-                observed = np.array([got[op, learn, k, name] for k in range(count)])
-                assert np.array_equal(observed, values), f"{op.name}, learn={learn}: {name}"
-        writes = [got[SynapseOp.ACCUMULATE, learn, 0, "write_weight"] for learn in (0, 1)]
-        assert writes == [0, 1], "a weight is written in the accumulate pass exactly when the image learns"
+        for name, values in fields.items():
+            values = np.broadcast_to(values, (count,))
+            observed = np.array([got[op, k, name] for k in range(count)])
+            assert np.array_equal(observed, values), f"{op.name}: {name}"
+    assert np.array_equal(learned_got, learned), "the learning write: sat(w + ((Δw + r) >> g))"
 
 
-def test_synapse_lane_never_writes_weights_without_learning_constants():
-    model = model_for("stochastic")
-    geometry = CoreGeometry(model.spec, dataclasses.replace(model.fixed, eta=None, eta_format=None), 1)
-    dut = SynapseLane(geometry)
+def test_only_learning_accumulates_and_sweeps_write_weights_and_never_without_learning_constants():
+    fixed = model_for("stochastic").fixed
+    cases = [(op, learn) for op in SynapseOp for learn in (0, 1)]
+    for spec, expected in ((fixed, [0, 1, 0, 0, 1, 1]),
+                           (dataclasses.replace(fixed, eta=None, eta_format=None), [0] * 6)):
+        m = Module()
+        flags = []
+        for op, learn in cases:
+            flag = Signal()
+            m.d.comb += flag.eq(writes_weight(Const(op, SynapseOp), Const(learn, 1), spec))
+            flags.append(flag)
+        observed = []
 
-    async def bench(ctx):
-        for op in SynapseOp:
-            ctx.set(dut.op, op)
-            ctx.set(dut.learn, 1)
-            await ctx.delay(1e-9)
-            assert ctx.get(dut.write_weight) == 0
+        async def bench(ctx, flags=flags, observed=observed):
+            observed.extend(ctx.get(flag) for flag in flags)
 
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
+        sim = Simulator(m)
+        sim.add_testbench(bench)
+        sim.run()
+        assert observed == expected
