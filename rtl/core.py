@@ -651,17 +651,24 @@ class NetworkCore(wiring.Component):
             reference = Mux(last_free, out.s, delayed.s_minus)
             difference = wire(m, out.s - reference, "s_difference")
             delta = wire(m, Mux(beta_negative, -difference, difference), "delta_s")
+            # The increments Δs·η are registered as they leave the multipliers, then scaled, rounded and
+            # written a cycle later (the engine reads them only at the next step).
             etas = [Const(eta, unsigned(max(eta.bit_length(), 1))) for eta in fixed.eta]
+            increment_write = Signal(data.StructLayout({"valid": 1, "addr": delayed.addr.shape(), "lane": lane_index}),
+                                     name="increment_write")
+            m.d.sync += [increment_write.valid.eq(result_valid & learn_enable & (nudged | last_free)),
+                         increment_write.addr.eq(delayed.addr),
+                         increment_write.lane.eq(delayed.local[:LP] if LP else 0)]
             for banks, which in ((inc_down, 0), (inc_up, 1)):
                 if banks is None:
                     continue
                 eta_of_span = Array(etas[min(i + which, len(etas) - 1)] for i in range(L))[delayed.span]
-                product = wire(m, delta * eta_of_span, f"increment_product_{which}")
+                product = Signal(Value.cast(delta * eta_of_span).shape(), name=f"increment_product_{which}")
+                m.d.sync += product.eq(delta * eta_of_span)
                 value = increment(m, product >> lr_shift, eta_shift(fixed), fixed, f"increment_{which}")
                 for r, (_, write) in enumerate(banks):
-                    m.d.comb += [write.addr.eq(delayed.addr), write.data.eq(value)]
-                    lane_r = (delayed.local[:LP] == r) if LP else Const(1)
-                    with m.If(result_valid & learn_enable & (nudged | last_free) & lane_r):
+                    m.d.comb += [write.addr.eq(increment_write.addr), write.data.eq(value)]
+                    with m.If(increment_write.valid & (increment_write.lane == r)):
                         m.d.comb += write.en.eq(1)
             if summed_banks is not None:
                 for r, (_, write) in enumerate(summed_banks):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
@@ -101,11 +101,13 @@ class NeuronUpdate(FixedPointStage):
     ``v = sat(u·2^(F−f_w))`` and ``a = s``, and the λ, 1/λ words and their multipliers do not exist.
 
     The neuron's state travels with the request and comes back updated; the component holds none. It is a
-    pipeline of :attr:`LATENCY` register stages (v, p, s, a, then q and φ) with one multiplier in each of
-    the v, s and a stages (λ·(u − v), ε·(p − s), (1/λ)·(s − ρ_prev)); 2|β| is a constant (a wire when it is
-    a power of two). It accepts one request per cycle; a stage takes new data whenever it is empty or the
-    stage after it moves on, so ``o.ready = 0`` stalls only as far back as needed and bubbles are squeezed
-    out. ``i.ready`` depends combinationally on ``o.ready``. Results leave in request order.
+    pipeline of :attr:`LATENCY` register stages: the request as received; then for each of v, s and a a
+    product stage (λ·(u − v), ε·(p − s), (1/λ)·(s − ρ_prev), registered as they leave the multiplier) and a
+    stage that rounds, adds and saturates; p between v and s; then q and φ. 2|β| is a constant (a wire when
+    it is a power of two). Without predictive coding the v and a product stages only carry their words, so
+    the latency is the same. It accepts one request per cycle; a stage takes new data whenever it is empty
+    or the stage after it moves on, so ``o.ready = 0`` stalls only as far back as needed and bubbles are
+    squeezed out. ``i.ready`` depends combinationally on ``o.ready``. Results leave in request order.
 
     Parameters
     ----------
@@ -127,7 +129,7 @@ class NeuronUpdate(FixedPointStage):
         If a ROM word or 2|β| is negative (the ROM ports carry no sign bit).
     """
 
-    LATENCY = 5
+    LATENCY = 9
     """Cycles from accepting a request to its result on ``o`` when nothing stalls."""
 
     def __init__(self, fixed: FixedPointSpec) -> None:
@@ -145,100 +147,91 @@ class NeuronUpdate(FixedPointStage):
         return self._fixed.lambda_rom is not None
 
     def elaborate(self, platform: object) -> Module:
-        """Build the four arithmetic stages, the sigma-delta stage and the ready chain between them."""
+        """Build the register stages, the sigma-delta stage and the ready chain between them."""
         fixed = self._fixed
         m = Module()
         m.submodules.encoder = encoder = SigmaDeltaEncoder(fixed.encoder)
         state = unsigned_word(fixed.state)
+        stages: list[tuple[str, list]] = []  # each register's name and the statements that load it
 
         def rs(value: Value, fmt: FixedFormat) -> Value:
             return round_shift(value, fmt.frac, fixed.rounding)
 
-        # The nudge of step 3 from the old s, sign applied after rounding; its register is as wide as it needs.
-        request = self.i.payload
-        error = Mux(request.y, fixed.state.one, 0) - request.s
-        nudge = wire(m, rs(error * fixed.two_beta, fixed.beta_format), "nudge_magnitude")
-        nudge = Mux(request.nudge, Mux(request.beta_negative, -nudge, nudge), 0)
+        def stage(name: str, source: data.View, computed: dict[str, Value | tuple[Shape, Value]],
+                  carried: tuple[str, ...]) -> data.View:
+            """A register stage: the ``computed`` words (at their own width, or at a given shape) from the
+            stage before, and the ``carried`` words of ``source`` as they are."""
+            members, loads = {}, {}
+            for field, value in computed.items():
+                shape, value = value if isinstance(value, tuple) else (Value.cast(value).shape(), value)
+                members[field], loads[field] = shape, value
+            for field in carried:
+                members[field], loads[field] = source.shape().members[field], getattr(source, field)
+            register = Signal(data.StructLayout(members), name=name)
+            stages.append((name, [getattr(register, field).eq(value) for field, value in loads.items()]))
+            return register
 
-        # Stage registers: what each stage computed, plus what the later stages still need.
-        carry_inv = {"inv_lam": unsigned_word(fixed.inv_lambda_format)} if self.predictive else {}
-        decoded = Signal(data.StructLayout({
-            "v": signed(fixed.decoded.width), "nudge": Value.cast(nudge).shape(), "s": state,
-            "rho_prev": state, "phi": signed(fixed.encoder.width), "offset": signed(fixed.pressure.width),
-            "epsilon": unsigned_word(fixed.epsilon_format), **carry_inv}), name="decoded")
-        pressed = Signal(data.StructLayout({
-            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state, "rho_prev": state,
-            "phi": signed(fixed.encoder.width), "epsilon": unsigned_word(fixed.epsilon_format), **carry_inv}),
-            name="pressed")
-        integrated = Signal(data.StructLayout({
-            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state, "rho_prev": state,
-            "phi": signed(fixed.encoder.width), **carry_inv}), name="integrated")
-        encoded = Signal(data.StructLayout({
-            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state,
-            "a": signed(fixed.encoder.width), "phi": signed(fixed.encoder.width)}), name="encoded")
-        sent = Signal(data.StructLayout({
-            "v": signed(fixed.decoded.width), "p": signed(fixed.pressure.width), "s": state,
-            "a": signed(fixed.encoder.width)}), name="sent")
-        stages = ("decoded", "pressed", "integrated", "encoded")
-        valid = [Signal(name=f"{stage}_valid") for stage in stages]
-        ready = [Signal(name=f"{stage}_ready") for stage in stages]
-
-        # Ready chain: a stage loads when it is empty or its content moves on this cycle.
-        m.d.comb += self.i.ready.eq(ready[0])
-        for k in range(len(stages)):
-            after = ready[k + 1] if k + 1 < len(stages) else encoder.i.ready
-            m.d.comb += ready[k].eq(~valid[k] | after)
-            with m.If(ready[k]):
-                m.d.sync += valid[k].eq(self.i.valid if k == 0 else valid[k - 1])
+        inv = ("inv_lam",) if self.predictive else ()
+        lam = ("lam",) if self.predictive else ()
+        words = ("s", "rho_prev", "phi", "offset", "epsilon", "nudge", "y", "beta_negative", *inv)
+        received = stage("received", self.i.payload, {}, ("u", "v", *words, *lam))
 
         # Step 2, [000] Eq. 13: the predictive decoder.
-        aligned = request.u << (fixed.state.frac - fixed.weight.frac)
+        aligned = received.u << (fixed.state.frac - fixed.weight.frac)
         if self.predictive:
-            v = saturate(m, request.v + rs((aligned - request.v) * request.lam, fixed.lambda_format), fixed.decoded,
+            differenced = stage("differenced", received, {"v_step": (aligned - received.v) * received.lam},
+                                ("v", *words))
+            v = saturate(m, differenced.v + rs(differenced.v_step, fixed.lambda_format), fixed.decoded,
                          "v_unsaturated")
         else:
-            v = saturate(m, aligned, fixed.decoded, "v_unsaturated")
-        with m.If(ready[0]):
-            m.d.sync += [
-                decoded.v.eq(v),
-                decoded.nudge.eq(nudge),
-                *(getattr(decoded, name).eq(getattr(request, name))
-                  for name in ("s", "rho_prev", "phi", "offset", "epsilon", *carry_inv)),
-            ]
+            differenced = stage("differenced", received, {"aligned": aligned}, words)
+            v = saturate(m, differenced.aligned, fixed.decoded, "v_unsaturated")
+        # The nudge of step 3 from the old s, sign applied after rounding; its register is as wide as it needs.
+        error = Mux(differenced.y, fixed.state.one, 0) - differenced.s
+        nudge = wire(m, rs(error * fixed.two_beta, fixed.beta_format), "nudge_magnitude")
+        nudge = Mux(differenced.nudge, Mux(differenced.beta_negative, -nudge, nudge), 0)
+        decoded = stage("decoded", differenced, {"v": (signed(fixed.decoded.width), v), "nudge_drive": nudge},
+                        ("s", "rho_prev", "phi", "offset", "epsilon", *inv))
 
         # Step 3, [000] Eq. 14: the pressure on s.
-        with m.If(ready[1]):
-            m.d.sync += [
-                pressed.p.eq(saturate(m, decoded.v + decoded.offset + decoded.nudge, fixed.pressure, "p_unsaturated")),
-                *(getattr(pressed, name).eq(getattr(decoded, name))
-                  for name in ("v", "s", "rho_prev", "phi", "epsilon", *carry_inv)),
-            ]
+        p = saturate(m, decoded.v + decoded.offset + decoded.nudge_drive, fixed.pressure, "p_unsaturated")
+        pressed = stage("pressed", decoded, {"p": (signed(fixed.pressure.width), p)},
+                        ("v", "s", "rho_prev", "phi", "epsilon", *inv))
 
         # Step 4, [000] Eq. 14: integrate and clip s to [0, 1].
-        s_new = clamp(m, pressed.s + rs((pressed.p - pressed.s) * pressed.epsilon, fixed.epsilon_format),
-                      0, fixed.state.one, "s_unclipped")
-        with m.If(ready[2]):
-            m.d.sync += [
-                integrated.s.eq(s_new),
-                *(getattr(integrated, name).eq(getattr(pressed, name))
-                  for name in ("v", "p", "rho_prev", "phi", *carry_inv)),
-            ]
+        stepped = stage("stepped", pressed, {"s_step": (pressed.p - pressed.s) * pressed.epsilon},
+                        ("v", "p", "s", "rho_prev", "phi", *inv))
+        s_new = clamp(m, stepped.s + rs(stepped.s_step, fixed.epsilon_format), 0, fixed.state.one, "s_unclipped")
+        integrated = stage("integrated", stepped, {"s": (state, s_new)}, ("v", "p", "rho_prev", "phi", *inv))
 
         # Step 5, [000] Eq. 12: the predictive encoder.
         if self.predictive:
-            step = rs((integrated.s - integrated.rho_prev) * integrated.inv_lam, fixed.inv_lambda_format)
-            a = saturate(m, integrated.rho_prev + step, fixed.encoder, "a_unsaturated")
+            predicted = stage("predicted", integrated,
+                              {"a_step": (integrated.s - integrated.rho_prev) * integrated.inv_lam},
+                              ("v", "p", "s", "rho_prev", "phi"))
+            a = saturate(m, predicted.rho_prev + rs(predicted.a_step, fixed.inv_lambda_format), fixed.encoder,
+                         "a_unsaturated")
         else:
-            a = integrated.s
-        with m.If(ready[3]):
-            m.d.sync += [
-                encoded.a.eq(a),
-                *(getattr(encoded, name).eq(getattr(integrated, name)) for name in ("v", "p", "s", "phi")),
-            ]
+            predicted = stage("predicted", integrated, {}, ("v", "p", "s", "phi"))
+            a = predicted.s
+        encoded = stage("encoded", predicted, {"a": (signed(fixed.encoder.width), a)}, ("v", "p", "s", "phi"))
+        assert len(stages) + 1 == self.LATENCY  # the sigma-delta stage is the last
+
+        # Ready chain: a stage loads when it is empty or its content moves on this cycle.
+        valid = [Signal(name=f"{name}_valid") for name, _ in stages]
+        ready = [Signal(name=f"{name}_ready") for name, _ in stages]
+        m.d.comb += self.i.ready.eq(ready[0])
+        for k, (_, loads) in enumerate(stages):
+            after = ready[k + 1] if k + 1 < len(stages) else encoder.i.ready
+            m.d.comb += ready[k].eq(~valid[k] | after)
+            with m.If(ready[k]):
+                m.d.sync += [valid[k].eq(self.i.valid if k == 0 else valid[k - 1]), *loads]
 
         # Step 5, [000] Eq. 11: sigma-delta; the carried registers load exactly when the encoder does.
+        sent = Signal(data.StructLayout({name: encoded.shape().members[name] for name in ("v", "p", "s", "a")}),
+                      name="sent")
         m.d.comb += [
-            encoder.i.valid.eq(valid[3]),
+            encoder.i.valid.eq(valid[-1]),
             encoder.i.payload.a.eq(encoded.a),
             encoder.i.payload.phi.eq(encoded.phi),
             encoder.o.ready.eq(self.o.ready),

@@ -60,22 +60,23 @@ def test_one_result_per_cycle_without_back_pressure():
 def test_stalled_pipeline_squeezes_bubbles_fills_up_then_drains_in_order():
     fixed = spec("default")
     dut = NeuronUpdate(fixed)
-    vectors = neuron_vectors(fixed, 8, np.random.default_rng(3))
+    depth = NeuronUpdate.LATENCY
+    vectors = neuron_vectors(fixed, depth + 2, np.random.default_rng(3))
     taken: list[int] = []
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 0)
         accepted = 0
-        for cycle in range(20):  # the consumer stalls; requests come every other cycle, leaving bubbles
+        for cycle in range(2 * depth + 4):  # the consumer stalls; requests come every other cycle, leaving bubbles
             offering = cycle % 2 == 0
             ctx.set(dut.i.valid, offering)
             ctx.set(dut.i.payload, {name: int(vectors[name][accepted]) for name in input_fields(fixed)})
             _, _, i_ready = await ctx.tick().sample(dut.i.ready)
             accepted += int(offering and i_ready)
-        assert accepted == NeuronUpdate.LATENCY, f"a stalled pipeline took {accepted} requests, not one per stage"
+        assert accepted == depth, f"a stalled pipeline took {accepted} requests, not one per stage"
         ctx.set(dut.i.valid, 0)
         ctx.set(dut.o.ready, 1)
-        for _ in range(10):
+        for _ in range(depth + 5):
             _, _, o_valid, o_payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if o_valid:
                 taken.append(o_payload.v)
@@ -84,7 +85,7 @@ def test_stalled_pipeline_squeezes_bubbles_fills_up_then_drains_in_order():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    first = {name: value[: NeuronUpdate.LATENCY] for name, value in vectors.items()}
+    first = {name: value[:depth] for name, value in vectors.items()}
     assert taken == list(neuron_update(fixed, first)["v"])
 
 
