@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from poise.boards.memory import BOARDS
     from poise.boards.profiles import board_profile
     from poise.firmware.messages import Encoding
+    from poise.golden.bench import publish
     from poise.golden.bundle import load_bundle
     from poise.golden.data import load_dataset
     from poise.golden.integer import IntegerSpikingModel
@@ -151,11 +151,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"date": datetime.date.today().isoformat(),
               "command": f"poise bench boards --boards {args.boards}{options} --images {args.images}",
               "entries": entries, "published": list(PUBLISHED)}
-    (args.out / "boards.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "boards.md").write_text(table)
-    plot(result, args.out / "boards_resources.png")
-    print(table)
+    publish(args.out, "boards", result, markdown(result), plot, "boards_resources.png")
     return 0
 
 
@@ -209,6 +205,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     """Use of each resource class per board, 100 % marking the device's limit."""
     import matplotlib.pyplot as plt
 
+    from poise.golden.bench import save_figure
+
     classes = [name for name in RESOURCE_CLASSES if any(name in e["resources"] for e in result["entries"])]
     figure, axes = plt.subplots(figsize=(7.5, 4))
     width = 0.8 / max(len(result["entries"]), 1)
@@ -221,7 +219,4 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axes.set_xticks(np.arange(len(classes)) + width * (len(result["entries"]) - 1) / 2, classes)
     axes.set_ylabel("% of the device")
     axes.set_title("Board builds: resource use (above 100 %: does not fit)")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, axes, path, legend_size=8)

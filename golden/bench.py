@@ -186,6 +186,16 @@ def plot_training_runs(path: Path, histories: dict[str, list[dict[str, Any]]]) -
     save_figure(figure, axes, path, legend_size=8)
 
 
+def publish(out: Path, name: str, result: dict[str, Any], table: str, plot: Any, figure_name: str) -> None:
+    """A bench's results: ``OUT/NAME.json``, the table as ``OUT/NAME.md`` (and on stdout), and
+    ``plot(result, OUT/FIGURE_NAME)``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(table)
+    plot(result, out / figure_name)
+    print(table)
+
+
 def save_figure(figure: Any, axes: Any, path: Path, legend_size: int) -> None:
     """Grid, legend and layout of a bench plot, then write it as a PNG and free it."""
     import matplotlib.pyplot as plt

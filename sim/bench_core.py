@@ -132,6 +132,7 @@ def summarise(case: Any, inference: dict[str, Any], training: dict[str, Any] | N
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from poise.golden.bench import publish
     from poise.golden.bundle import load_bundle
     from poise.golden.data import load_dataset
 
@@ -165,10 +166,7 @@ def run(args: argparse.Namespace) -> int:
                + (" --check-weights" if args.check_weights else ""))
     report = {"date": datetime.date.today().isoformat(), "command": command, "bundle": args.bundle.name,
               "layers": list(bundle.spec.layers), "entries": entries}
-    (args.out / "core.json").write_text(json.dumps(report, indent=2))
-    (args.out / "core.md").write_text(markdown(report))
-    plot(report, args.out / "core_cycles.png")
-    print(markdown(report))
+    publish(args.out, "core", report, markdown(report), plot, "core_cycles.png")
     return 0
 
 

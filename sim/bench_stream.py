@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from poise.firmware.link import Link, SerialTransport
     from poise.firmware.messages import Encoding
     from poise.firmware.stream import stream
+    from poise.golden.bench import publish
     from poise.golden.data import load_dataset
     from poise.sim.board_twin import board_twin
 
@@ -96,12 +96,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"date": datetime.date.today().isoformat(), "command": " ".join(["poise", *sys.argv[1:]]),
               "board": args.board, "bundle": str(built.bundle_path.name), "images": len(images), "twin": rows,
               "projected": boards}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stream.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "stream.md").write_text(table)
-    plot(result, args.out / "stream_rates.png")
-    print(table)
+    publish(args.out, "stream", result, markdown(result), plot, "stream_rates.png")
     return 0
 
 
