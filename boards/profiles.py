@@ -35,8 +35,9 @@ PROFILES: dict[str, BoardProfile] = {
     # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).
     "orangecrab": BoardProfile("orangecrab", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=8),
                                embedded_bundle()),
-    # ULX3S: 25 MHz oscillator through the PLL to 48 MHz; its FTDI at 3 Mbaud (16 cycles per bit).
-    "ulx3s": BoardProfile("ulx3s", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=8), None),
+    # ULX3S: 25 MHz oscillator through the PLL to 50 MHz; its FT231X at 2 Mbaud, a rate both ends make
+    # exactly (25 cycles per bit; 3 Mbaud would be 16.7).
+    "ulx3s": BoardProfile("ulx3s", SoCConfig(clock_hz=50_000_000, baud=2_000_000, lanes=8), None),
 }
 
 

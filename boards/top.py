@@ -22,15 +22,13 @@ class PllSetting:
     parameters: dict
 
 
-# iCE40: `icepll -i 12 -o 24` gives these (VCO 768 MHz). ECP5: 25 / 25 × 48 = 48 MHz, VCO 576 MHz, but the
-# phase detector then runs at 1 MHz, below the ECP5's specified minimum, and no divider set makes exactly
-# 48 MHz from 25 MHz: replace it (e.g. 50 MHz as 25 / 1 × 2, with the UART divisor to match) before flashing
-# a ULX3S. The builds' timing figures do not depend on it (docs/BOARDS.md).
+# iCE40: `icepll -i 12 -o 24` (VCO 768 MHz). ECP5: `ecppll -i 25 -o 50` (25 / 1 × 2, VCO 600 MHz, phase
+# detector at 25 MHz); no valid setting makes 48 MHz from 25 MHz.
 PLLS = {
     ("ice40", 12_000_000, 24_000_000): PllSetting("SB_PLL40_PAD", 12_000_000, 24_000_000, {
         "p_FEEDBACK_PATH": "SIMPLE", "p_DIVR": 0, "p_DIVF": 63, "p_DIVQ": 5, "p_FILTER_RANGE": 1}),
-    ("ecp5", 25_000_000, 48_000_000): PllSetting("EHXPLLL", 25_000_000, 48_000_000, {
-        "p_CLKI_DIV": 25, "p_CLKFB_DIV": 48, "p_CLKOP_DIV": 12, "p_CLKOP_CPHASE": 5, "p_CLKOP_FPHASE": 0}),
+    ("ecp5", 25_000_000, 50_000_000): PllSetting("EHXPLLL", 25_000_000, 50_000_000, {
+        "p_CLKI_DIV": 1, "p_CLKFB_DIV": 2, "p_CLKOP_DIV": 12, "p_CLKOP_CPHASE": 5, "p_CLKOP_FPHASE": 0}),
 }
 
 

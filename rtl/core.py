@@ -502,27 +502,32 @@ class NetworkCore(wiring.Component):
                     ]
 
         # Engine-side reads: weight banks at the lanes' addresses, neuron banks at the target word.
-        # Host access to one parameter (between images): its bank, address and bias index.
+        # Host access to one parameter (between images): its bank, address, bias index and whether it is
+        # refused, registered with the request (so no multiplier sits before a memory address).
         parameter = Signal(parameter_request_layout(geometry), name="parameter")
         host_access = Signal(name="host_access")
         host_addr = Signal(issue_addr.shape().elem_shape, name="host_addr")
         host_bank = Signal(lane_index, name="host_bank")
-        layer_words = Array(Const(geometry.words(i), 16) for i in range(L))[parameter.layer]
-        m.d.comb += host_addr.eq(parameter.row * layer_words + (parameter.col >> LP))
-        if LP:
-            skew = Array(Const(int(geometry.skewed(i)), 1) for i in range(L))[parameter.layer]
-            m.d.comb += host_bank.eq((parameter.col + Mux(skew, parameter.row, 0))[:LP])
         bias_index = Signal(range(N + max(geometry.layers) + 1), name="bias_index")
-        m.d.comb += bias_index.eq(Array(Const(start, range(N + 1)) for start in spans)[parameter.layer] + parameter.col)
         parameter_error = Signal(name="parameter_error")
-        rows_of = Array(Const(n, parameter.row.shape()) for n in geometry.layers[:-1])
-        cols_of = Array(Const(n, parameter.col.shape()) for n in geometry.layers[1:])
-        value_fits = Mux(parameter.bias,
-                         (parameter.value >= fixed.bias.min_raw) & (parameter.value <= fixed.bias.max_raw),
-                         (parameter.value >= fixed.weight.min_raw) & (parameter.value <= fixed.weight.max_raw))
-        m.d.comb += parameter_error.eq((parameter.layer >= L) | (parameter.col >= cols_of[parameter.layer])
-                                       | (~parameter.bias & (parameter.row >= rows_of[parameter.layer]))
-                                       | (parameter.write & ~value_fits))
+        incoming = self.parameter_request.payload
+        layer_words = Array(Const(geometry.words(i), 16) for i in range(L))[incoming.layer]
+        rows_of = Array(Const(n, incoming.row.shape()) for n in geometry.layers[:-1])
+        cols_of = Array(Const(n, incoming.col.shape()) for n in geometry.layers[1:])
+        value_fits = Mux(incoming.bias,
+                         (incoming.value >= fixed.bias.min_raw) & (incoming.value <= fixed.bias.max_raw),
+                         (incoming.value >= fixed.weight.min_raw) & (incoming.value <= fixed.weight.max_raw))
+        take_parameter = [
+            parameter.eq(incoming),
+            host_addr.eq(incoming.row * layer_words + (incoming.col >> LP)),
+            bias_index.eq(Array(Const(start, range(N + 1)) for start in spans)[incoming.layer] + incoming.col),
+            parameter_error.eq((incoming.layer >= L) | (incoming.col >= cols_of[incoming.layer])
+                               | (~incoming.bias & (incoming.row >= rows_of[incoming.layer]))
+                               | (incoming.write & ~value_fits)),
+        ]
+        if LP:
+            skew = Array(Const(int(geometry.skewed(i)), 1) for i in range(L))[incoming.layer]
+            take_parameter.append(host_bank.eq((incoming.col + Mux(skew, incoming.row, 0))[:LP]))
         for layer in range(L):
             for bank, (read, _) in enumerate(weight_banks[layer]):
                 m.d.comb += read.addr.eq(Mux(host_access, host_addr, Array(issue_addr)[lane_of(bank, issue_rot)]))
@@ -866,7 +871,7 @@ class NetworkCore(wiring.Component):
                     m.next = "IDLE"
             with m.State("PARAMETER"):
                 m.d.comb += self.parameter_request.ready.eq(1)
-                m.d.sync += parameter.eq(self.parameter_request.payload)
+                m.d.sync += take_parameter
                 m.next = "PARAMETER_ACCESS"
             with m.State("PARAMETER_ACCESS"):  # the write, or the read's address
                 m.d.comb += host_access.eq(1)
