@@ -41,7 +41,7 @@ RESOURCE_CLASSES = {
 PUBLISHED = (
     {"name": "Spiker+", "network": "784-128-10 LIF", "device": "Xilinx", "logic_cells": 7612, "bram": 18,
      "ms_per_image": 0.78, "accuracy": 0.9385},
-    {"name": "Flexi-NeurA", "network": "784-?-10", "device": "Xilinx", "logic_cells": 1623, "bram": 7,
+    {"name": "Flexi-NeurA", "network": "—", "device": "Xilinx", "logic_cells": 1623, "bram": 7,
      "ms_per_image": 1.1, "accuracy": 0.9723},
 )
 """Published small-FPGA SNNs on MNIST, as their papers report them (not measured here)."""

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poise.boards.memory import check_fit
+from poise.boards.memory import BLOCK_RAMS, check_fit, weight_block_rams
 from poise.boards.platforms import board_platform
 from poise.boards.profiles import board_profile
 from poise.boards.top import BoardTop
@@ -148,6 +148,25 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
     return utilization, fmax
 
 
+def check_block_rams(board: str, layers: tuple[int, ...], weight_bits: int, lanes: int) -> None:
+    """Refuses, before synthesis, a network whose weight banks alone need more block RAMs than the device has
+    (synthesis of such a design runs for a long time before placement fails)."""
+    ram, needed = BLOCK_RAMS[board], weight_block_rams(board, layers, weight_bits, lanes)
+    if needed <= ram.count:
+        return
+    arch = "-".join(map(str, layers))
+    hidden = ""
+    if len(layers) == 3:
+        fitting = next((h for h in range(layers[1] - 1, 0, -1)
+                        if weight_block_rams(board, (layers[0], h, layers[2]), weight_bits, lanes) <= ram.count), None)
+        hidden = f"; the largest hidden layer whose weights fit is {fitting}" if fitting else ""
+    spram = " (the core keeps every weight in block RAM; it does not use the SPRAM yet)" * (board == "icebreaker")
+    raise DoesNotFitError(
+        f"{arch} with {lanes} lanes needs at least {needed} {ram.cell} block RAMs for its weight banks and the "
+        f"{board} has {ram.count}{spram}{hidden}. Use fewer lanes (--lanes), a smaller network or a larger "
+        "board; docs/BOARDS.md says what fits where.", {ram.cell: {"used": needed, "available": ram.count}})
+
+
 def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lanes: int | None = None
           ) -> BuildReport:
     """Fit check, then the whole build of ``board`` with the bundle's network (``lanes`` overrides the
@@ -160,7 +179,9 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
     bundle = load_bundle(bundle_path)
     if bundle.fixed is None:
         raise PoiseError(f"{bundle_path} has no fixed-point spec: run poise quantize BUNDLE --board {board} first")
-    check_fit(board, tuple(bundle.spec.layers), bundle.fixed)
+    layers = tuple(bundle.spec.layers)
+    check_fit(board, layers, bundle.fixed)
+    check_block_rams(board, layers, bundle.fixed.weight.width, profile.soc.lanes)
     model = IntegerSpikingModel.from_bundle(bundle)
     soc = SoC(CoreGeometry(bundle.spec, bundle.fixed, profile.soc.lanes), model.weights, model.biases, profile.soc)
     platform = board_platform(board)

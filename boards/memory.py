@@ -99,3 +99,35 @@ def check_fit(board_name: str, layers: tuple[int, ...], fixed: FixedPointSpec) -
 
 def mbit(bits: int) -> str:
     return f"{bits / 2**20:.2f} Mbit" if bits >= 2**20 else f"{bits / 1024:.0f} kbit"
+
+
+@dataclass(frozen=True)
+class BlockRam:
+    """A device's block RAM primitive as nextpnr counts it (``cell``), how many there are, and the
+    (depth, width) shapes one block can take."""
+
+    cell: str
+    count: int
+    shapes: tuple[tuple[int, int], ...]
+
+    def blocks(self, depth: int, width: int) -> int:
+        """Blocks for one memory of ``depth`` words × ``width`` bits, in its best shape."""
+        return min(-(-width // w) * -(-depth // d) for d, w in self.shapes)
+
+
+_EBR = ((256, 16), (512, 8), (1024, 4), (2048, 2))  # SB_RAM40_4K
+_DP16KD = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+BLOCK_RAMS = {
+    "icebreaker": BlockRam("ICESTORM_RAM", 30, _EBR),
+    "orangecrab": BlockRam("DP16KD", 56, _DP16KD),
+    "ulx3s": BlockRam("DP16KD", 208, _DP16KD),
+}
+"""The block RAMs the core's memories map to (the core does not use the UP5K's SPRAM yet)."""
+
+
+def weight_block_rams(board_name: str, layers: tuple[int, ...], weight_bits: int, lanes: int) -> int:
+    """Block RAMs the core's weight banks take at least on the board: P banks per matrix, each
+    n_l · ⌈n_{l+1}/P⌉ words of one weight (:class:`~poise.rtl.geometry.CoreGeometry`'s memory map). The rest
+    of the design needs more; this is the part known before synthesis."""
+    ram = BLOCK_RAMS[board_name]
+    return sum(lanes * ram.blocks(rows * -(-cols // lanes), weight_bits) for rows, cols in pairwise(layers))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poise.boards.memory import BOARDS
-from poise.embedded import embedded_bundle
+from poise.embedded import ORANGECRAB_BUNDLE, embedded_bundle
 from poise.errors import PoiseError
 from poise.rtl.soc import SoCConfig
 
@@ -33,8 +33,10 @@ PROFILES: dict[str, BoardProfile] = {
     "icebreaker": BoardProfile("icebreaker", SoCConfig(clock_hz=24_000_000, baud=3_000_000, lanes=8),
                                embedded_bundle()),
     # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).
-    "orangecrab": BoardProfile("orangecrab", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=8),
-                               embedded_bundle()),
+    # 784-128-10 needs 76 block RAMs in the core's memory map and the 25F has 56: it carries 784-64-10, at
+    # 4 lanes because every lane takes 3 of its 28 multipliers (docs/BOARDS.md).
+    "orangecrab": BoardProfile("orangecrab", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=4),
+                               embedded_bundle(ORANGECRAB_BUNDLE)),
     # ULX3S: 25 MHz oscillator through the PLL to 50 MHz; its FT231X at 2 Mbaud, a rate both ends make
     # exactly (25 cycles per bit; 3 Mbaud would be 16.7).
     "ulx3s": BoardProfile("ulx3s", SoCConfig(clock_hz=50_000_000, baud=2_000_000, lanes=8), None),

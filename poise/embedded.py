@@ -8,6 +8,10 @@ from pathlib import Path
 ICEBREAKER_BUNDLE = "icebreaker-784-128-10.npz"
 """784-128-10, current input, 8-bit fixed point for the iCEBreaker: trained by poise (docs/FIXED_POINT.md)."""
 
+ORANGECRAB_BUNDLE = "orangecrab-784-64-10.npz"
+"""784-64-10, current input, 8-bit fixed point for the OrangeCrab's 56 block RAMs (docs/BOARDS.md): trained
+by poise, 96.54 % on the MNIST test set in the integer model."""
+
 
 def embedded_bundle(name: str = ICEBREAKER_BUNDLE) -> Path:
     """The path of a bundle shipped with poise."""

@@ -34,7 +34,15 @@ from poise.errors import PoiseError
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.lfsr import LeapLfsr
-from poise.rtl.neuron import NeuronUpdate, input_layout, round_shift, saturate, unsigned_word, wire
+from poise.rtl.neuron import (
+    NeuronUpdate,
+    constant_product,
+    input_layout,
+    round_shift,
+    saturate,
+    unsigned_word,
+    wire,
+)
 from poise.rtl.schedule import ScheduleROM
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
 from poise.rtl.synapse import (
@@ -511,7 +519,7 @@ class NetworkCore(wiring.Component):
         bias_index = Signal(range(N + max(geometry.layers) + 1), name="bias_index")
         parameter_error = Signal(name="parameter_error")
         incoming = self.parameter_request.payload
-        layer_words = Array(Const(geometry.words(i), 16) for i in range(L))[incoming.layer]
+        row_start = Array(constant_product(incoming.row, geometry.words(i)) for i in range(L))[incoming.layer]
         rows_of = Array(Const(n, incoming.row.shape()) for n in geometry.layers[:-1])
         cols_of = Array(Const(n, incoming.col.shape()) for n in geometry.layers[1:])
         value_fits = Mux(incoming.bias,
@@ -519,7 +527,7 @@ class NetworkCore(wiring.Component):
                          (incoming.value >= fixed.weight.min_raw) & (incoming.value <= fixed.weight.max_raw))
         take_parameter = [
             parameter.eq(incoming),
-            host_addr.eq(incoming.row * layer_words + (incoming.col >> LP)),
+            host_addr.eq(row_start + (incoming.col >> LP)),
             bias_index.eq(Array(Const(start, range(N + 1)) for start in spans)[incoming.layer] + incoming.col),
             parameter_error.eq((incoming.layer >= L) | (incoming.col >= cols_of[incoming.layer])
                                | (~incoming.bias & (incoming.row >= rows_of[incoming.layer]))
@@ -658,7 +666,6 @@ class NetworkCore(wiring.Component):
             delta = wire(m, Mux(beta_negative, -difference, difference), "delta_s")
             # The increments Δs·η are registered as they leave the multipliers, then scaled, rounded and
             # written a cycle later (the engine reads them only at the next step).
-            etas = [Const(eta, unsigned(max(eta.bit_length(), 1))) for eta in fixed.eta]
             increment_write = Signal(data.StructLayout({"valid": 1, "addr": delayed.addr.shape(), "lane": lane_index}),
                                      name="increment_write")
             m.d.sync += [increment_write.valid.eq(result_valid & learn_enable & (nudged | last_free)),
@@ -667,9 +674,10 @@ class NetworkCore(wiring.Component):
             for banks, which in ((inc_down, 0), (inc_up, 1)):
                 if banks is None:
                     continue
-                eta_of_span = Array(etas[min(i + which, len(etas) - 1)] for i in range(L))[delayed.span]
-                product = Signal(Value.cast(delta * eta_of_span).shape(), name=f"increment_product_{which}")
-                m.d.sync += product.eq(delta * eta_of_span)
+                eta_of_span = [fixed.eta[min(i + which, len(fixed.eta) - 1)] for i in range(L)]
+                product = Signal(signed(len(delta) + max(eta.bit_length() for eta in eta_of_span) + 1),
+                                 name=f"increment_product_{which}")
+                m.d.sync += product.eq(Array(constant_product(delta, eta) for eta in eta_of_span)[delayed.span])
                 value = increment(m, product >> lr_shift, eta_shift(fixed), fixed, f"increment_{which}")
                 for r, (_, write) in enumerate(banks):
                     m.d.comb += [write.addr.eq(increment_write.addr), write.data.eq(value)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
@@ -67,6 +67,35 @@ def round_shift(value: Value, shift: int, rounding: str) -> Value:
     elif rounding != "floor":
         raise ValueError(f"unknown rounding rule {rounding!r}")
     return value >> shift  # arithmetic: every operand here is signed
+
+
+def signed_digits(constant: int) -> list[tuple[int, int]]:
+    """The canonical signed-digit form of ``constant`` >= 0 as (digit ±1, shift) pairs: no two non-zero
+    digits adjacent, so the fewest additions."""
+    digits, shift = [], 0
+    while constant:
+        if constant & 1:
+            digit = 2 - (constant & 3)  # +1 when the next bit is 0, −1 when it is 1 (a carry goes up)
+            digits.append((digit, shift))
+            constant -= digit
+        constant >>= 1
+        shift += 1
+    return digits
+
+
+def constant_product(value: Value, constant: int) -> Value:
+    """``value · constant`` as shifts and adds in a balanced tree, with no multiplier: for products by
+    learning rates and memory strides, where a DSP block would be wasted (the small FPGAs have 8 and 28)."""
+    value = Value.cast(value)
+    if not value.shape().signed:
+        value = Cat(value, Const(0, 1)).as_signed()
+    terms: list[Value] = [value << shift if digit > 0 else -(value << shift)
+                          for digit, shift in signed_digits(abs(constant))]
+    if not terms:
+        return Const(0, 1)
+    while len(terms) > 1:
+        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
+    return -terms[0] if constant < 0 else terms[0]
 
 
 def wire(m: Module, value: Value, name: str) -> Signal:

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from poise.golden.fixed import FixedFormat, FixedPointSpec
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.neuron import round_shift, saturate, unsigned_word
+from poise.rtl.neuron import constant_product, round_shift, saturate, unsigned_word
 
 
 class SynapseOp(enum.IntEnum):
@@ -112,7 +112,7 @@ class SynapseLane(wiring.Component):
         pixel_summed = Signal(signed(len(self.pixel) + len(self.summed) + 1), name="swept_pixel_summed")
         product = Signal(signed(len(pixel_summed) + fixed.eta[0].bit_length() + 1), name="swept_product")
         m.d.sync += [pixel_summed.eq(self.pixel * self.summed),
-                     product.eq((pixel_summed * fixed.eta[0]) >> self.lr_shift)]
+                     product.eq(constant_product(pixel_summed, fixed.eta[0]) >> self.lr_shift)]
         m.d.comb += self.swept_increment.eq(
             increment(m, product, fixed.pixel.frac + eta_shift(fixed), fixed, "swept_increment"))
         return m

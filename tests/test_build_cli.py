@@ -4,6 +4,8 @@ float bundle is refused with the command that quantises it."""
 from run_cli import poise
 from test_quantize_cli import untrained_bundle
 
+from poise.embedded import embedded_bundle
+
 
 def test_a_network_too_big_for_the_board_is_refused_before_synthesis(tmp_path, mnist):
     big = untrained_bundle(tmp_path / "big.npz", (784, 500, 10))
@@ -65,3 +67,16 @@ def test_the_logged_utilisation_is_the_last_table():
     log = NEXTPNR_LOG.replace("6594", "7000") + NEXTPNR_LOG
     assert logged_utilisation(log)["ICESTORM_LC"] == {"used": 6594, "available": 5280}
     assert logged_utilisation(log)["ICESTORM_RAM"] == {"used": 26, "available": 30}
+
+
+def test_weights_that_cannot_fit_the_block_rams_are_refused_before_synthesis(tmp_path):
+    # The embedded 784-128-10 on the iCEBreaker: per bank 784 rows x 16 words of 8 bit, 25 EBRs of 512 x 8,
+    # times 8 banks, plus W1's 8 banks of 128 x 2 words (one EBR each): 208 of 30.
+    status, _, stderr = poise("build", "--board", "icebreaker", "--out", tmp_path / "ice")
+    assert status == 1 and "needs at least 208 ICESTORM_RAM block RAMs" in stderr and "has 30" in stderr
+    assert "SPRAM" in stderr and not (tmp_path / "ice").exists()
+    # On the OrangeCrab: 7 DP16KD of 2048 x 9 per W0 bank and one per W1 bank, 64 of 56.
+    bundle = embedded_bundle()
+    status, _, stderr = poise("build", "--board", "orangecrab", "--bundle", bundle, "--out", tmp_path / "oc")
+    assert status == 1 and "needs at least 64 DP16KD" in stderr and "has 56" in stderr
+    assert "the largest hidden layer whose weights fit is" in stderr and not (tmp_path / "oc").exists()
