@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poise.boards.memory import BLOCK_RAMS, check_fit, weight_block_rams
+from poise.boards.memory import BLOCK_RAMS, check_fit, largest_hidden, weight_block_rams
 from poise.boards.platforms import board_platform
 from poise.boards.profiles import board_profile
 from poise.boards.top import BoardTop
@@ -129,8 +129,8 @@ def overused_resources(log: str) -> list[tuple[str, int, int]]:
 
 
 class DoesNotFitError(PoiseError):
-    """Placement failed for want of cells; ``utilization`` is what the design needed against what the device
-    has (nextpnr's table)."""
+    """The design does not fit the device; ``utilization`` is what it needs against what the device has
+    (nextpnr's table after placement failed, or the weight banks' block RAMs before synthesis)."""
 
     def __init__(self, message: str, utilization: dict[str, dict[str, int]]) -> None:
         super().__init__(message)
@@ -148,23 +148,23 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
     return utilization, fmax
 
 
-def check_block_rams(board: str, layers: tuple[int, ...], weight_bits: int, lanes: int) -> None:
+def check_block_rams(board: str, geometry: CoreGeometry) -> None:
     """Refuses, before synthesis, a network whose weight banks alone need more block RAMs than the device has
     (synthesis of such a design runs for a long time before placement fails)."""
-    ram, needed = BLOCK_RAMS[board], weight_block_rams(board, layers, weight_bits, lanes)
+    ram, needed = BLOCK_RAMS[board], weight_block_rams(board, geometry)
     if needed <= ram.count:
         return
-    arch = "-".join(map(str, layers))
+    layers, lanes = geometry.layers, geometry.lanes
     hidden = ""
     if len(layers) == 3:
-        fitting = next((h for h in range(layers[1] - 1, 0, -1)
-                        if weight_block_rams(board, (layers[0], h, layers[2]), weight_bits, lanes) <= ram.count), None)
+        fitting = largest_hidden(layers, lambda smaller: weight_block_rams(board, dataclasses.replace(
+            geometry, spec=geometry.spec.replace(layers=smaller))) <= ram.count)
         hidden = f"; the largest hidden layer whose weights fit is {fitting}" if fitting else ""
     spram = " (the core keeps every weight in block RAM; it does not use the SPRAM yet)" * (board == "icebreaker")
     raise DoesNotFitError(
-        f"{arch} with {lanes} lanes needs at least {needed} {ram.cell} block RAMs for its weight banks and the "
-        f"{board} has {ram.count}{spram}{hidden}. Use fewer lanes (--lanes), a smaller network or a larger "
-        "board; docs/BOARDS.md says what fits where.", {ram.cell: {"used": needed, "available": ram.count}})
+        f"{geometry.spec.arch} with {lanes} lanes needs at least {needed} {ram.cell} block RAMs for its weight "
+        f"banks and the {board} has {ram.count}{spram}{hidden}. Use fewer lanes (--lanes), a smaller network or "
+        "a larger board; docs/BOARDS.md says what fits where.", {ram.cell: {"used": needed, "available": ram.count}})
 
 
 def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lanes: int | None = None
@@ -179,11 +179,11 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
     bundle = load_bundle(bundle_path)
     if bundle.fixed is None:
         raise PoiseError(f"{bundle_path} has no fixed-point spec: run poise quantize BUNDLE --board {board} first")
-    layers = tuple(bundle.spec.layers)
-    check_fit(board, layers, bundle.fixed)
-    check_block_rams(board, layers, bundle.fixed.weight.width, profile.soc.lanes)
+    check_fit(board, tuple(bundle.spec.layers), bundle.fixed)
+    geometry = CoreGeometry(bundle.spec, bundle.fixed, profile.soc.lanes)
+    check_block_rams(board, geometry)
     model = IntegerSpikingModel.from_bundle(bundle)
-    soc = SoC(CoreGeometry(bundle.spec, bundle.fixed, profile.soc.lanes), model.weights, model.biases, profile.soc)
+    soc = SoC(geometry, model.weights, model.biases, profile.soc)
     platform = board_platform(board)
     use_pypi_toolchain()
     out.mkdir(parents=True, exist_ok=True)

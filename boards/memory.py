@@ -12,11 +12,13 @@ pack words is the RTL's business and may cost a little more.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
 from poise.errors import PoiseError
 from poise.golden.fixed import FixedPointSpec
+from poise.rtl.geometry import CoreGeometry
 
 STATE_WORDS = ("state", "decoded", "encoder", "state", "state")  # s, v, φ, ρ_prev, s⁻
 
@@ -36,11 +38,40 @@ class BoardMemory:
     memories: tuple[Memory, ...]
 
 
+@dataclass(frozen=True)
+class BlockRam:
+    """A device's block RAM primitive as nextpnr counts it (``cell``), how many there are, and the
+    (depth, width) shapes one block can take."""
+
+    cell: str
+    count: int
+    shapes: tuple[tuple[int, int], ...]
+
+    @property
+    def bits(self) -> int:
+        """The raw bits of all blocks (each as wide as its widest shape)."""
+        return self.count * max(depth * width for depth, width in self.shapes)
+
+    def blocks(self, depth: int, width: int) -> int:
+        """Blocks for one memory of ``depth`` words × ``width`` bits, in its best shape."""
+        return min(-(-width // w) * -(-depth // d) for d, w in self.shapes)
+
+
+_EBR = ((256, 16), (512, 8), (1024, 4), (2048, 2))  # SB_RAM40_4K
+_DP16KD = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+BLOCK_RAMS = {
+    "icebreaker": BlockRam("ICESTORM_RAM", 30, _EBR),
+    "orangecrab": BlockRam("DP16KD", 56, _DP16KD),
+    "ulx3s": BlockRam("DP16KD", 208, _DP16KD),
+}
+"""The block RAMs the core's memories map to (the core does not use the UP5K's SPRAM yet)."""
+
+
 BOARDS: dict[str, BoardMemory] = {
     "icebreaker": BoardMemory("iCEBreaker", "iCE40UP5K", (Memory("SPRAM", 4 * 256 * 1024),
-                                                          Memory("EBR", 30 * 4096))),
-    "orangecrab": BoardMemory("OrangeCrab r0.2 25F", "ECP5 LFE5U-25F", (Memory("EBR", 56 * 18 * 1024),)),
-    "ulx3s": BoardMemory("ULX3S 85F", "ECP5 LFE5U-85F", (Memory("EBR", 208 * 18 * 1024),)),
+                                                          Memory("EBR", BLOCK_RAMS["icebreaker"].bits))),
+    "orangecrab": BoardMemory("OrangeCrab r0.2 25F", "ECP5 LFE5U-25F", (Memory("EBR", BLOCK_RAMS["orangecrab"].bits),)),
+    "ulx3s": BoardMemory("ULX3S 85F", "ECP5 LFE5U-85F", (Memory("EBR", BLOCK_RAMS["ulx3s"].bits),)),
 }
 
 
@@ -90,8 +121,7 @@ def check_fit(board_name: str, layers: tuple[int, ...], fixed: FixedPointSpec) -
         f"{mbit(needs.state_bits)}, ROMs {mbit(needs.rom_bits)}); {board.device} on the {board.name} has {memories}"
     )
     if len(layers) == 3:
-        hidden = next((h for h in range(layers[1] - 1, 0, -1)
-                       if fits(board, memory_needs((layers[0], h, layers[2]), fixed))), None)
+        hidden = largest_hidden(layers, lambda smaller: fits(board, memory_needs(smaller, fixed)))
         message += (f"; the largest hidden layer that fits is {hidden} ({layers[0]}-{hidden}-{layers[2]})"
                     if hidden else "; not even one hidden neuron fits")
     raise PoiseError(message + ". Train a smaller network or pick a larger board.")
@@ -101,33 +131,15 @@ def mbit(bits: int) -> str:
     return f"{bits / 2**20:.2f} Mbit" if bits >= 2**20 else f"{bits / 1024:.0f} kbit"
 
 
-@dataclass(frozen=True)
-class BlockRam:
-    """A device's block RAM primitive as nextpnr counts it (``cell``), how many there are, and the
-    (depth, width) shapes one block can take."""
-
-    cell: str
-    count: int
-    shapes: tuple[tuple[int, int], ...]
-
-    def blocks(self, depth: int, width: int) -> int:
-        """Blocks for one memory of ``depth`` words × ``width`` bits, in its best shape."""
-        return min(-(-width // w) * -(-depth // d) for d, w in self.shapes)
+def largest_hidden(layers: tuple[int, ...], fits: Callable[[tuple[int, ...]], bool]) -> int | None:
+    """The largest hidden layer below ``layers[1]`` of a one-hidden-layer network that ``fits``, or None."""
+    return next((h for h in range(layers[1] - 1, 0, -1) if fits((layers[0], h, layers[2]))), None)
 
 
-_EBR = ((256, 16), (512, 8), (1024, 4), (2048, 2))  # SB_RAM40_4K
-_DP16KD = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
-BLOCK_RAMS = {
-    "icebreaker": BlockRam("ICESTORM_RAM", 30, _EBR),
-    "orangecrab": BlockRam("DP16KD", 56, _DP16KD),
-    "ulx3s": BlockRam("DP16KD", 208, _DP16KD),
-}
-"""The block RAMs the core's memories map to (the core does not use the UP5K's SPRAM yet)."""
-
-
-def weight_block_rams(board_name: str, layers: tuple[int, ...], weight_bits: int, lanes: int) -> int:
-    """Block RAMs the core's weight banks take at least on the board: P banks per matrix, each
-    n_l · ⌈n_{l+1}/P⌉ words of one weight (:class:`~poise.rtl.geometry.CoreGeometry`'s memory map). The rest
-    of the design needs more; this is the part known before synthesis."""
+def weight_block_rams(board_name: str, geometry: CoreGeometry) -> int:
+    """Block RAMs the core's weight banks take at least on the board: P banks per matrix of
+    :meth:`~poise.rtl.geometry.CoreGeometry.bank_depth` words of one weight. The rest of the design needs
+    more; this is the part known before synthesis."""
     ram = BLOCK_RAMS[board_name]
-    return sum(lanes * ram.blocks(rows * -(-cols // lanes), weight_bits) for rows, cols in pairwise(layers))
+    return sum(geometry.lanes * ram.blocks(geometry.bank_depth(layer), geometry.fixed.weight.width)
+               for layer in range(geometry.matrices))

@@ -34,7 +34,7 @@ PROFILES: dict[str, BoardProfile] = {
                                embedded_bundle()),
     # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).
     # 784-128-10 needs 76 block RAMs in the core's memory map and the 25F has 56: it carries 784-64-10, at
-    # 4 lanes because every lane takes 3 of its 28 multipliers (docs/BOARDS.md).
+    # 4 lanes: at 8 it needs 29 of the 28 multipliers (docs/BOARDS.md).
     "orangecrab": BoardProfile("orangecrab", SoCConfig(clock_hz=48_000_000, baud=3_000_000, lanes=4),
                                embedded_bundle(ORANGECRAB_BUNDLE)),
     # ULX3S: 25 MHz oscillator through the PLL to 50 MHz; its FT231X at 2 Mbaud, a rate both ends make

@@ -70,7 +70,8 @@ class PoiseDevice:
         return self.info.sizes[-1]
 
     # -- images -------------------------------------------------------------------------------------------
-    def infer_payload(self, pixels: np.ndarray, encoding: Encoding) -> bytes:
+    @staticmethod
+    def infer_payload(pixels: np.ndarray, encoding: Encoding) -> bytes:
         return infer_request(encoding, encode_image(pixels, encoding))
 
     def train_payload(self, pixels: np.ndarray, label: int, beta_negative: bool, encoding: Encoding) -> bytes:

@@ -35,13 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def frame_sizes(images: np.ndarray, classes: int, encoding: Any) -> tuple[float, int]:
     """Bytes on the wire of an INFER request (the mean over ``images``, in ``encoding``) and of its reply."""
+    from poise.firmware.driver import PoiseDevice
     from poise.firmware.framing import pack_frame
-    from poise.firmware.images import encode_image
-    from poise.firmware.messages import RESULT_HEAD, infer_request
+    from poise.firmware.messages import RESULT_HEAD
     from poise.firmware.protocol import REPLY, Opcode, encode_packet
 
     def request_bytes(image: np.ndarray) -> int:
-        return len(pack_frame(encode_packet(0, Opcode.INFER, infer_request(encoding, encode_image(image, encoding)))))
+        return len(pack_frame(encode_packet(0, Opcode.INFER, PoiseDevice.infer_payload(image, encoding))))
 
     request = float(np.mean([request_bytes(image) for image in images]))
     reply = len(pack_frame(encode_packet(0, Opcode.INFER | REPLY, bytes(RESULT_HEAD.size + 2 * classes))))

@@ -75,9 +75,10 @@ def test_weights_that_cannot_fit_the_block_rams_are_refused_before_synthesis(tmp
     status, _, stderr = poise("build", "--board", "icebreaker", "--out", tmp_path / "ice")
     assert status == 1 and "needs at least 208 ICESTORM_RAM block RAMs" in stderr and "has 30" in stderr
     assert "SPRAM" in stderr and not (tmp_path / "ice").exists()
-    # On the OrangeCrab at 8 lanes: 7 DP16KD of 2048 x 9 per W0 bank and one per W1 bank, 64 of 56.
+    # On the OrangeCrab at 8 lanes: 7 DP16KD of 2048 x 9 per W0 bank and one per W1 bank, 64 of 56. With 120
+    # hidden neurons a W0 bank is 784 x 15 words, 6 DP16KD, and 8 x 6 + 8 = 56 fit; 121 need 16 words again.
     bundle = embedded_bundle()
     status, _, stderr = poise("build", "--board", "orangecrab", "--bundle", bundle, "--lanes", "8",
                               "--out", tmp_path / "oc")
     assert status == 1 and "needs at least 64 DP16KD" in stderr and "has 56" in stderr
-    assert "the largest hidden layer whose weights fit is" in stderr and not (tmp_path / "oc").exists()
+    assert "the largest hidden layer whose weights fit is 120." in stderr and not (tmp_path / "oc").exists()
