@@ -60,9 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def board_bundles(boards: list[str], options: list[str]) -> dict[str, Path]:
-    """The bundle each board builds: ``BOARD=FILE`` options first, then the profile's, then the embedded one."""
+    """The bundle each board builds: ``BOARD=FILE`` options first, then the profile's."""
     from poise.boards.profiles import board_profile
-    from poise.embedded import embedded_bundle
 
     given: dict[str, Path] = {}
     for option in options:
@@ -70,7 +69,7 @@ def board_bundles(boards: list[str], options: list[str]) -> dict[str, Path]:
         if not separator or board not in boards:
             raise PoiseError(f"--bundle takes BOARD=FILE with BOARD one of {', '.join(boards)}, not {option!r}")
         given[board] = Path(file)
-    return {board: given.get(board) or board_profile(board).bundle or embedded_bundle() for board in boards}
+    return {board: given.get(board) or board_profile(board).default_bundle() for board in boards}
 
 
 def resource_classes(utilization: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -130,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
             entry |= {"fits": False, "utilization": error.utilization, "fmax_mhz": None, "timing_met": False,
                       "error": str(error)}
         entry["resources"] = resource_classes(entry["utilization"])
-        key = (str(path), profile.soc.lanes)
+        key = (str(path), profile.soc.lanes, profile.soc.implementation.shallow_neuron)
         if key not in cycles_of:
             case = core_case(bundle, bundle.spec.spiking.input_mode, profile.soc.lanes, *test)
-            measured = measure(case, args.out / f"boards-core-{board}.json", f"{board} cycles/image")
+            measured = measure(case, args.out / f"boards-core-{board}.json", f"{board} cycles/image",
+                               profile.soc.implementation)
             if measured["mismatches"]:
                 print("\n".join(measured["mismatches"]), file=sys.stderr)
                 return 1

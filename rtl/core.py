@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from poise.errors import PoiseError
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
+from poise.rtl.implementation import GENERIC, Implementation
 from poise.rtl.lfsr import LeapLfsr
 from poise.rtl.neuron import (
     NeuronUpdate,
@@ -140,9 +141,13 @@ class NetworkCore(wiring.Component):
         Raw initial parameters (the formats of ``geometry.fixed``): the memories' contents when the FPGA is
         configured. ``rst`` clears the registers and the LFSR, not the memories: learned and written
         parameters survive it.
+    implementation : Implementation
+        Which memories synthesis keeps out of block RAM and how deep the neuron pipeline is (the behaviour
+        is the same either way).
     """
 
-    def __init__(self, geometry: CoreGeometry, weights: list[np.ndarray], biases: list[np.ndarray]) -> None:
+    def __init__(self, geometry: CoreGeometry, weights: list[np.ndarray], biases: list[np.ndarray],
+                 implementation: Implementation = GENERIC) -> None:
         spec, fixed = geometry.spec, geometry.fixed
         if spec.spiking is None or (spec.spiking.predictive is None) != (fixed.lambda_rom is None):
             raise PoiseError("the core needs a spiking spec whose predictive coding matches the fixed-point ROMs")
@@ -155,7 +160,7 @@ class NetworkCore(wiring.Component):
         if len(weights) != geometry.matrices or len(biases) != geometry.matrices:
             raise PoiseError(f"the network has {geometry.matrices} weight matrices and bias vectors, not "
                              f"{len(weights)} and {len(biases)}")
-        self.geometry = geometry
+        self.geometry, self.implementation = geometry, implementation
         self.weight_images = [geometry.weight_banks(layer, w) for layer, w in enumerate(weights)]
         self.bias_image = np.concatenate([np.asarray(b, np.int64) for b in biases])
         for name, values, fmt in (("weights", np.concatenate([w.ravel() for w in weights]), fixed.weight),
@@ -205,13 +210,14 @@ class NetworkCore(wiring.Component):
             return round_shift(value, amount, fixed.rounding)
 
         def memory(name: str, shape: Shape | ShapeCastable, depth: int, init: object = ()) -> Memory:
-            mem = Memory(shape=shape, depth=max(depth, 1), init=[int(value) for value in init])
+            mem = Memory(shape=shape, depth=max(depth, 1), init=[int(value) for value in init],
+                         attrs=self.implementation.memory_attrs(shape, max(depth, 1)))
             m.submodules[name] = mem
             return mem
 
         # -- submodules -----------------------------------------------------------------------------------
-        m.submodules.neuron = neuron = NeuronUpdate(fixed)
-        m.submodules.schedule = schedule = ScheduleROM(fixed)
+        m.submodules.neuron = neuron = NeuronUpdate(fixed, shallow=self.implementation.shallow_neuron)
+        m.submodules.schedule = schedule = ScheduleROM(fixed, self.implementation)
         m.submodules.lfsr = lfsr = LeapLfsr(max(guard, 1), P)
         if spike_input:
             m.submodules.input_encoder = input_encoder = SigmaDeltaEncoder(fixed.encoder)
@@ -620,7 +626,7 @@ class NetworkCore(wiring.Component):
 
         # The side words travel beside the pipeline.
         delayed = side
-        for stage in range(NeuronUpdate.LATENCY):
+        for stage in range(neuron.latency):
             following = Signal(side_layout, name=f"side_{stage + 1}")
             m.d.sync += following.eq(delayed)
             delayed = following

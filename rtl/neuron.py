@@ -118,6 +118,14 @@ def saturate(m: Module, value: Value, fmt: FixedFormat, name: str) -> Value:
     return clamp(m, value, fmt.min_raw, fmt.max_raw, name)
 
 
+STAGES = ("received", "differenced", "decoded", "pressed", "stepped", "integrated", "predicted", "encoded")
+"""The register stages of the neuron pipeline, in order (the sigma-delta encoder's register follows)."""
+
+SHALLOW = ("received", "decoded", "pressed", "integrated", "encoded")
+"""The registers a shallow pipeline keeps: each multiplier's product goes on through its rounding and add in
+the same cycle."""
+
+
 class NeuronUpdate(FixedPointStage):
     """Steps 2-5 of the fixed-point neuron update, bit-exact with :func:`poise.golden.neuron_ref.neuron_update`.
 
@@ -134,14 +142,18 @@ class NeuronUpdate(FixedPointStage):
     product stage (λ·(u − v), ε·(p − s), (1/λ)·(s − ρ_prev), registered as they leave the multiplier) and a
     stage that rounds, adds and saturates; p between v and s; then q and φ. 2|β| is a constant (a wire when
     it is a power of two). Without predictive coding the v and a product stages only carry their words, so
-    the latency is the same. It accepts one request per cycle; a stage takes new data whenever it is empty
-    or the stage after it moves on, so ``o.ready = 0`` stalls only as far back as needed and bubbles are
+    the latency is the same. ``shallow`` keeps only the :data:`SHALLOW` registers (the three product stages
+    become wires): fewer registers for a slow clock on a small device, the same results :attr:`latency`
+    cycles after their requests. It accepts one request per cycle; a stage takes new data whenever it is
+    empty or the stage after it moves on, so ``o.ready = 0`` stalls only as far back as needed and bubbles are
     squeezed out. ``i.ready`` depends combinationally on ``o.ready``. Results leave in request order.
 
     Parameters
     ----------
     fixed : FixedPointSpec
         Every width, fraction, rounding rule and 2|β|; predictive coding is on when it has λ ROMs.
+    shallow : bool
+        Build only the :data:`SHALLOW` register stages.
 
     Members
     -------
@@ -158,13 +170,20 @@ class NeuronUpdate(FixedPointStage):
         If a ROM word or 2|β| is negative (the ROM ports carry no sign bit).
     """
 
-    LATENCY = 9
-    """Cycles from accepting a request to its result on ``o`` when nothing stalls."""
+    LATENCY = len(STAGES) + 1
+    """Cycles from accepting a request to its result on ``o`` when nothing stalls, all stages built."""
 
-    def __init__(self, fixed: FixedPointSpec) -> None:
+    def __init__(self, fixed: FixedPointSpec, shallow: bool = False) -> None:
         super().__init__(fixed)
         if fixed.two_beta < 0:
             raise ValueError(f"two_beta must be 2|β| >= 0, not {fixed.two_beta}")
+        self._registers = SHALLOW if shallow else STAGES
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a request to its result on ``o`` when nothing stalls (the sigma-delta stage
+        is the last)."""
+        return len(self._registers) + 1
 
     @staticmethod
     def layouts(fixed: FixedPointSpec) -> tuple[data.Layout, data.Layout]:
@@ -188,8 +207,9 @@ class NeuronUpdate(FixedPointStage):
 
         def stage(name: str, source: data.View, computed: dict[str, Value | tuple[Shape, Value]],
                   carried: tuple[str, ...]) -> data.View:
-            """A register stage: the ``computed`` words (at their own width, or at a given shape) from the
-            stage before, and the ``carried`` words of ``source`` as they are."""
+            """A register stage (a wire when the pipeline leaves ``name`` out): the ``computed`` words (at
+            their own width, or at a given shape) from the stage before, and the ``carried`` words of
+            ``source`` as they are."""
             members, loads = {}, {}
             for field, value in computed.items():
                 shape, value = value if isinstance(value, tuple) else (Value.cast(value).shape(), value)
@@ -197,7 +217,11 @@ class NeuronUpdate(FixedPointStage):
             for field in carried:
                 members[field], loads[field] = source.shape().members[field], getattr(source, field)
             register = Signal(data.StructLayout(members), name=name)
-            stages.append((name, [getattr(register, field).eq(value) for field, value in loads.items()]))
+            statements = [getattr(register, field).eq(value) for field, value in loads.items()]
+            if name in self._registers:
+                stages.append((name, statements))
+            else:
+                m.d.comb += statements
             return register
 
         inv = ("inv_lam",) if self.predictive else ()
@@ -244,7 +268,7 @@ class NeuronUpdate(FixedPointStage):
             predicted = stage("predicted", integrated, {}, ("v", "p", "s", "phi"))
             a = predicted.s
         encoded = stage("encoded", predicted, {"a": (signed(fixed.encoder.width), a)}, ("v", "p", "s", "phi"))
-        assert len(stages) + 1 == self.LATENCY  # the sigma-delta stage is the last
+        assert [name for name, _ in stages] == list(self._registers)
 
         # Ready chain: a stage loads when it is empty or its content moves on this cycle.
         valid = [Signal(name=f"{name}_valid") for name, _ in stages]

@@ -7,6 +7,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
 from poise.golden.fixed import FixedPointSpec
+from poise.rtl.implementation import GENERIC, Implementation
 from poise.rtl.neuron import input_layout
 from poise.rtl.stage import FixedPointStage
 
@@ -64,6 +65,8 @@ class ScheduleROM(FixedPointStage):
     ----------
     fixed : FixedPointSpec
         The tables, their word formats and T.
+    implementation : Implementation
+        Whether synthesis builds the tables from logic rather than block RAM.
 
     Members
     -------
@@ -82,6 +85,10 @@ class ScheduleROM(FixedPointStage):
 
     LATENCY = 1
     """Cycles from accepting a request to its result on ``o`` when nothing stalls."""
+
+    def __init__(self, fixed: FixedPointSpec, implementation: Implementation = GENERIC) -> None:
+        super().__init__(fixed)
+        self._implementation = implementation
 
     @staticmethod
     def layouts(fixed: FixedPointSpec) -> tuple[data.Layout, data.Layout]:
@@ -109,7 +116,8 @@ class ScheduleROM(FixedPointStage):
 
         shapes = words_layout(fixed).members
         for name in word_names(fixed):
-            memory = Memory(shape=shapes[name], depth=fixed.steps, init=getattr(fixed, ROMS[name]))
+            memory = Memory(shape=shapes[name], depth=fixed.steps, init=getattr(fixed, ROMS[name]),
+                            attrs=self._implementation.memory_attrs(shapes[name], fixed.steps, rom=True))
             m.submodules[f"{name}_rom"] = memory
             port = memory.read_port()  # synchronous, enabled with i.ready: it holds while o stalls
             m.d.comb += [

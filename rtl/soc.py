@@ -19,6 +19,7 @@ from poise.firmware.messages import Info
 from poise.rtl.controller import CommandController
 from poise.rtl.core import NetworkCore
 from poise.rtl.geometry import CoreGeometry
+from poise.rtl.implementation import GENERIC, Implementation
 from poise.rtl.uart import UARTReceiver, UARTTransmitter
 
 BAUD_TOLERANCE = 0.02
@@ -27,13 +28,15 @@ BAUD_TOLERANCE = 0.02
 
 @dataclass(frozen=True)
 class SoCConfig:
-    """What a build fixes besides the network: the clock, the UART, the receive FIFO and the lanes."""
+    """What a build fixes besides the network: the clock, the UART, the receive FIFO, the lanes and the
+    gateware's :class:`~poise.rtl.implementation.Implementation` for the device."""
 
     clock_hz: int
     baud: int
     lanes: int = 8
     fifo_depth: int = 512
     max_body: int = MAX_BODY
+    implementation: Implementation = GENERIC
 
     @property
     def divisor(self) -> int:
@@ -69,7 +72,7 @@ class SoC(wiring.Component):
         self.geometry, self.config = geometry, config
         self.divisor = config.divisor
         self.info = device_info(geometry, config)
-        self.core = NetworkCore(geometry, weights, biases)
+        self.core = NetworkCore(geometry, weights, biases, config.implementation)
         super().__init__({
             "uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "busy": Out(1),
             "led_idle": Out(1), "led_busy": Out(1), "led_error": Out(1),

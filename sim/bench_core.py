@@ -71,21 +71,23 @@ def core_case(bundle: Any, mode: str, lanes: int, images: np.ndarray, labels: np
     return CoreCase.from_model(model, lanes, images, labels, **options)
 
 
-def measure(case: Any, out_json: Path, label: str) -> dict[str, Any]:
-    """Build (or reuse) the core of ``case``, stream its images on Verilator, return the per-image results;
-    a progress bar follows the images."""
+def measure(case: Any, out_json: Path, label: str, implementation: Any = None) -> dict[str, Any]:
+    """Build (or reuse) the core of ``case`` (with a board's :class:`~poise.rtl.implementation.Implementation`,
+    whose neuron pipeline depth changes the cycles), stream its images on Verilator, return the per-image
+    results; a progress bar follows the images."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
     from poise.rtl.core import NetworkCore
+    from poise.rtl.implementation import Implementation
     from poise.sim.cocotb_runner import run_cocotb
 
     out_json = out_json.resolve()  # the cocotb process runs in its build folder
     case_path = case.save(out_json.with_suffix(".npz"))
     progress = out_json.with_suffix(".progress")
     progress.unlink(missing_ok=True)
-    core = NetworkCore(case.geometry, case.weights, case.biases)
+    core = NetworkCore(case.geometry, case.weights, case.biases, implementation or Implementation())
     started = time.perf_counter()
     params = {"case": str(case_path), "out": str(out_json), "progress": str(progress)}
     with ThreadPoolExecutor(1) as pool, tqdm(total=len(case.images), desc=label, unit="img", leave=False) as bar:

@@ -15,6 +15,7 @@ from poise.golden.integer import IntegerSpikingModel
 from poise.golden.model import build_model
 from poise.golden.spec import SpikingOptions, default_spec
 from poise.rtl.core import NetworkCore
+from poise.rtl.implementation import GENERIC, Implementation
 from poise.sim.cocotb_runner import run_cocotb
 from poise.sim.core_driver import CoreCase
 
@@ -42,15 +43,16 @@ def random_case(layers: tuple[int, ...], mode: str, lanes: int, seed: int, *, pr
                                trace_images=4, train_images=images)
 
 
-def run_case(case: CoreCase, path: Path, tests: list[str]) -> tuple[str, ...]:
-    core = NetworkCore(case.geometry, case.weights, case.biases)
+def run_case(case: CoreCase, path: Path, tests: list[str], implementation: Implementation = GENERIC
+             ) -> tuple[str, ...]:
+    core = NetworkCore(case.geometry, case.weights, case.biases, implementation)
     return run_cocotb(core, "network_core", TB, testcase=tests, params={"case": str(case.save(path))}).passed
 
 
 CASES = {
     "current, one hidden layer, 4 lanes": dict(layers=(16, 12, 5), mode="current", lanes=4, seed=1),
-    "spike, two hidden layers, 2 lanes, t restarts": dict(layers=(12, 8, 6, 4), mode="spike", lanes=2, seed=2,
-                                                          continue_time=False),
+    "spike, two hidden layers, 2 lanes, t restarts, shallow neuron pipeline": dict(
+        layers=(12, 8, 6, 4), mode="spike", lanes=2, seed=2, continue_time=False),
     "current, two hidden layers, 8 lanes, no predictive coding, nearest": dict(
         layers=(10, 9, 7, 3), mode="current", lanes=8, seed=3, predictive=False, learn_rounding="nearest"),
 }
@@ -60,7 +62,9 @@ CASES = {
 def test_core_matches_integer_model_on_random_networks(name, tmp_path):
     case = random_case(**CASES[name])
     tests = ["traces_match", "learns_like_golden", "parameter_port_writes_reads_and_refuses"]
-    assert sorted(run_case(case, tmp_path / "case.npz", tests)) == sorted(f"core_tb.{test}" for test in tests)
+    implementation = Implementation(shallow_neuron="shallow" in name)
+    passed = run_case(case, tmp_path / "case.npz", tests, implementation)
+    assert sorted(passed) == sorted(f"core_tb.{test}" for test in tests)
 
 
 ICEBREAKER = embedded_bundle()

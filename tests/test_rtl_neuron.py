@@ -14,7 +14,7 @@ from neuron_vectors import assert_bit_exact, narrow_spec, neuron_vectors, small_
 
 from poise.golden.fixed import FixedPointSpec
 from poise.golden.neuron_ref import OUTPUTS, input_fields, neuron_update
-from poise.rtl.neuron import NeuronUpdate, input_layout, output_layout
+from poise.rtl.neuron import SHALLOW, STAGES, NeuronUpdate, input_layout, output_layout
 from poise.sim.streams import columns, pack_fields, simulate_stream, unpack_fields
 
 
@@ -30,37 +30,43 @@ def spec(name: str) -> FixedPointSpec:
 
 
 def simulate(fixed: FixedPointSpec, vectors: dict[str, np.ndarray], rng: np.random.Generator, p_valid: float,
-             p_ready: float) -> tuple[dict[str, np.ndarray], int]:
+             p_ready: float, shallow: bool = False) -> tuple[dict[str, np.ndarray], int]:
     """Stream the requests through a :class:`NeuronUpdate` with :func:`simulate_stream` (random gaps, random
     back-pressure, stream rules checked); returns the results (one array per output field) and the cycles."""
-    rows, cycles = simulate_stream(NeuronUpdate(fixed), len(vectors["u"]), pack_fields(input_layout(fixed), vectors),
+    rows, cycles = simulate_stream(NeuronUpdate(fixed, shallow), len(vectors["u"]),
+                                   pack_fields(input_layout(fixed), vectors),
                                    unpack_fields(output_layout(fixed), OUTPUTS), rng, p_valid, p_ready)
     return columns(rows, OUTPUTS), cycles
 
 
+@pytest.mark.parametrize("shallow", [False, True], ids=["deep", "shallow"])
 @pytest.mark.parametrize("name", ["default", "no_predictive", "narrow"])
-def test_random_and_edge_vectors_with_back_pressure(name):
+def test_random_and_edge_vectors_with_back_pressure(name, shallow):
     fixed = spec(name)
     rng = np.random.default_rng(len(name))
     vectors = neuron_vectors(fixed, 4_000, rng)
-    got, _ = simulate(fixed, vectors, rng, p_valid=0.7, p_ready=0.6)
+    got, _ = simulate(fixed, vectors, rng, p_valid=0.7, p_ready=0.6, shallow=shallow)
     assert len(got["q"]) == len(vectors["u"])
     assert_bit_exact(fixed, vectors, got, neuron_update(fixed, vectors))
 
 
-def test_one_result_per_cycle_without_back_pressure():
+@pytest.mark.parametrize("shallow", [False, True], ids=["deep", "shallow"])
+def test_one_result_per_cycle_without_back_pressure(shallow):
     fixed = spec("default")
     rng = np.random.default_rng(7)
     vectors = neuron_vectors(fixed, 300, rng)
-    got, cycles = simulate(fixed, vectors, rng, p_valid=1.0, p_ready=1.0)
-    assert cycles == len(vectors["u"]) + NeuronUpdate.LATENCY
+    got, cycles = simulate(fixed, vectors, rng, p_valid=1.0, p_ready=1.0, shallow=shallow)
+    latency = NeuronUpdate(fixed, shallow).latency
+    assert latency == (len(SHALLOW) if shallow else len(STAGES)) + 1
+    assert cycles == len(vectors["u"]) + latency
     assert_bit_exact(fixed, vectors, got, neuron_update(fixed, vectors))
 
 
-def test_stalled_pipeline_squeezes_bubbles_fills_up_then_drains_in_order():
+@pytest.mark.parametrize("shallow", [False, True], ids=["deep", "shallow"])
+def test_stalled_pipeline_squeezes_bubbles_fills_up_then_drains_in_order(shallow):
     fixed = spec("default")
-    dut = NeuronUpdate(fixed)
-    depth = NeuronUpdate.LATENCY
+    dut = NeuronUpdate(fixed, shallow)
+    depth = dut.latency
     vectors = neuron_vectors(fixed, depth + 2, np.random.default_rng(3))
     taken: list[int] = []
 
