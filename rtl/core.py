@@ -401,24 +401,36 @@ class NetworkCore(wiring.Component):
                             m.d.sync += word.eq(word + 1)
         m.d.sync += position.eq(position_next)
 
+        def lane_of(bank: int, rotation: Value) -> Value:
+            """The lane whose weight sits in ``bank`` under ``rotation``."""
+            return (bank - rotation)[:LP] if LP else Const(0)
+
+        # The issue is registered before it reaches the memories: the row address (a list entry times the
+        # words per row) and each bank's lane pick are computed here, so only a register drives the address
+        # pins of a weight bank spread over many block RAMs.
+        issue_layout = data.StructLayout({
+            "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
+            "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": SynapseOp,
+            "pixel": issue_pixel.shape(), "final": 1})
+        issued = Signal(issue_layout, name="issued")
+        issued_bank_addr = Signal(issue_addr.shape(), name="issued_bank_addr")  # by bank
+        m.d.sync += [
+            issued.valid.eq(issue), issued.final.eq(issue_final),
+            issued.addr.eq(issue_addr), issued.rot.eq(issue_rot), issued.target.eq(issue_target),
+            issued.count.eq(issue_count), issued.layer.eq(issue_layer), issued.col.eq(issue_kind_col),
+            issued.op.eq(issue_op), issued.pixel.eq(issue_pixel),
+            *(issued_bank_addr[bank].eq(Array(issue_addr)[lane_of(bank, issue_rot)]) for bank in range(P)),
+        ]
+
         # Stage A of the engine: the memories' words are back. They are rotated and registered: the weights to
         # the lanes (u and the drive belong to the target neuron), the increments, random words and write
         # addresses to the weight banks (a weight learns in its own bank). Stage B then only adds and writes,
         # with no memory output and no lane-bank multiplexer in its paths.
-        held = Signal(data.StructLayout({
-            "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
-            "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": SynapseOp,
-            "pixel": issue_pixel.shape(), "learn": 1, "final": 1}), name="held")
-        m.d.sync += [
-            held.valid.eq(issue), held.final.eq(issue_final),
-            held.addr.eq(issue_addr), held.rot.eq(issue_rot), held.target.eq(issue_target),
-            held.count.eq(issue_count), held.layer.eq(issue_layer), held.col.eq(issue_kind_col),
-            held.op.eq(issue_op), held.pixel.eq(issue_pixel), held.learn.eq(learn),
-        ]
-
-        def lane_of(bank: int, rotation: Value) -> Value:
-            """The lane whose weight sits in ``bank`` under ``rotation``."""
-            return (bank - rotation)[:LP] if LP else Const(0)
+        carried = [name for name in issue_layout.members if name != "addr"]
+        held = Signal(data.StructLayout({**{name: issue_layout.members[name] for name in carried},
+                                         "bank_addr": issue_addr.shape(), "learn": 1}), name="held")
+        m.d.sync += [*(getattr(held, name).eq(getattr(issued, name)) for name in carried),
+                     held.bank_addr.eq(issued_bank_addr), held.learn.eq(learn)]
 
         def bank_of(lane: int, rotation: Value) -> Value:
             return (lane + rotation)[:LP] if LP else Const(0)
@@ -468,7 +480,7 @@ class NetworkCore(wiring.Component):
             if summed_banks is not None:
                 m.d.sync += staged.summed[r].eq(summed_banks[r][0].data)
             lane = lane_of(r, held.rot)  # here r is a bank
-            m.d.sync += [staged.bank_addr[r].eq(Array(held.addr)[lane]),
+            m.d.sync += [staged.bank_addr[r].eq(held.bank_addr[r]),
                          staged.bank_write[r].eq(held_lanes.bit_select(lane, 1)),
                          staged.bank_noise[r].eq(Array(noise)[lane])]
             if learning:
@@ -544,7 +556,7 @@ class NetworkCore(wiring.Component):
             take_parameter.append(host_bank.eq((incoming.col + Mux(skew, incoming.row, 0))[:LP]))
         for layer in range(L):
             for bank, (read, _) in enumerate(weight_banks[layer]):
-                m.d.comb += read.addr.eq(Mux(host_access, host_addr, Array(issue_addr)[lane_of(bank, issue_rot)]))
+                m.d.comb += read.addr.eq(Mux(host_access, host_addr, issued_bank_addr[bank]))
 
         # -- the neuron pass ----------------------------------------------------------------------------------
         neuron_run = Signal(name="neuron_run")
@@ -561,7 +573,7 @@ class NetworkCore(wiring.Component):
         bank_groups = [u_banks, inc_down, inc_up, drive_banks, summed_banks]
         for banks in bank_groups:
             for read, _ in banks or ():
-                m.d.comb += read.addr.eq(Mux(neuron_run, neuron_addr, issue_target))
+                m.d.comb += read.addr.eq(Mux(neuron_run, neuron_addr, issued.target))
         for read, _ in (v_mem, s_mem, phi_mem, s_minus_mem or (None, None)):
             if read is not None:
                 m.d.comb += read.addr.eq(neuron_index)
@@ -769,14 +781,18 @@ class NetworkCore(wiring.Component):
 
         def engine_pass(state: str, then: str, beside: list = (), when_done: list = ()) -> None:
             """A state that runs the engine over the pass ``start_pass`` set up (``beside`` holding meanwhile),
-            then a cycle in which stage B writes the pass's last words (``when_done`` on the way), then
-            ``then``: every read from there on sees them."""
+            then two cycles in which the last issue reaches the memories and stage A (``when_done`` on the
+            way), then ``then``, whose first cycle stage B writes the pass's last words in: every read from
+            there on sees them."""
             with m.State(state):
                 m.d.comb += [engine_run.eq(1), *beside]
                 with m.If(engine_done):
                     m.d.sync += when_done
                     m.next = f"{state}_DRAIN"
             with m.State(f"{state}_DRAIN"):
+                m.d.comb += beside
+                m.next = f"{state}_DRAIN_A"
+            with m.State(f"{state}_DRAIN_A"):
                 m.d.comb += beside
                 m.next = then
 
