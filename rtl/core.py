@@ -489,7 +489,7 @@ class NetworkCore(wiring.Component):
         # Stage B: add and write. u and the drive in the lanes' neuron banks, the weights in their own banks.
         lanes = []
         for r in range(P):
-            m.submodules[f"lane{r}"] = lane = SynapseLane(geometry)
+            m.submodules[f"lane{r}"] = lane = SynapseLane(geometry, self.implementation.logic_products)
             lanes.append(lane)
             u_written = Signal(u_shape, name=f"u_written{r}")
             drive_written = Signal(drive_shape, name=f"drive_written{r}")

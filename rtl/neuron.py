@@ -93,9 +93,26 @@ def constant_product(value: Value, constant: int) -> Value:
                           for digit, shift in signed_digits(abs(constant))]
     if not terms:
         return Const(0, 1)
+    total = _tree_sum(terms)
+    return -total if constant < 0 else total
+
+
+def _tree_sum(terms: list[Value]) -> Value:
+    """The sum of ``terms`` as a balanced tree of adds."""
     while len(terms) > 1:
         terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
-    return -terms[0] if constant < 0 else terms[0]
+    return terms[0]
+
+
+def logic_product(value: Value, bits: Value) -> Value:
+    """``value · bits`` for an unsigned ``bits`` as the sum of its partial products ``value << k`` where bit k
+    is set: logic, never a multiplier cell (Yosys maps every ``*`` of this size to a DSP block, of which the
+    UP5K has 8)."""
+    value, bits = Value.cast(value), Value.cast(bits)
+    assert not bits.shape().signed, "the partial products are taken over the bits of an unsigned operand"
+    if not value.shape().signed:
+        value = Cat(value, Const(0, 1)).as_signed()
+    return _tree_sum([Mux(bits[k], value << k, 0) for k in range(len(bits))] or [Const(0, 1)])
 
 
 def wire(m: Module, value: Value, name: str) -> Signal:

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from poise.golden.fixed import FixedFormat, FixedPointSpec
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.neuron import constant_product, round_shift, saturate, unsigned_word
+from poise.rtl.neuron import constant_product, logic_product, round_shift, saturate, unsigned_word
 
 
 class SynapseOp(enum.IntEnum):
@@ -88,22 +88,30 @@ class SynapseLane(wiring.Component):
     sweep's two products are registered (``SWEEP_LATENCY`` = 2 cycles): the engine holds a sweep's inputs
     for three cycles and writes in the third; pixel·ΣΔs·η₀ in one cycle was the longest path of the design.
 
+    With ``logic_products`` the two products by the pixel are sums of partial products
+    (:func:`~poise.rtl.neuron.logic_product`), not multiplier cells: for devices whose few DSP blocks the
+    neuron pipeline needs.
+
     Every field is a port of its own: Verilator mis-schedules one struct-typed port that the core drives in
     parts, one of them conditionally (measured: the weight read as 0 on Verilator while Amaranth's simulator
     was right).
     """
 
-    def __init__(self, geometry: CoreGeometry) -> None:
-        self.geometry = geometry
+    def __init__(self, geometry: CoreGeometry, logic_products: bool = False) -> None:
+        self.geometry, self.logic_products = geometry, logic_products
         super().__init__({**{name: In(shape) for name, shape in request_fields(geometry).items()},
                           **{name: Out(shape) for name, shape in result_fields(geometry).items()}})
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         fixed, op = self.geometry.fixed, self.op
+
+        def by_pixel(value: Value) -> Value:
+            return logic_product(value, self.pixel) if self.logic_products else value * self.pixel
+
         m.d.comb += [
             self.u_next.eq(self.u + self.weight),
-            self.drive_next.eq(self.drive + self.weight * self.pixel),
+            self.drive_next.eq(self.drive + by_pixel(self.weight)),
             self.write_u.eq(op == SynapseOp.ACCUMULATE),
             self.write_drive.eq(op == SynapseOp.DRIVE),
         ]
@@ -111,7 +119,7 @@ class SynapseLane(wiring.Component):
             return m
         pixel_summed = Signal(signed(len(self.pixel) + len(self.summed) + 1), name="swept_pixel_summed")
         product = Signal(signed(len(pixel_summed) + fixed.eta[0].bit_length() + 1), name="swept_product")
-        m.d.sync += [pixel_summed.eq(self.pixel * self.summed),
+        m.d.sync += [pixel_summed.eq(by_pixel(self.summed)),
                      product.eq(constant_product(pixel_summed, fixed.eta[0]) >> self.lr_shift)]
         m.d.comb += self.swept_increment.eq(
             increment(m, product, fixed.pixel.frac + eta_shift(fixed), fixed, "swept_increment"))

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Const, Module, Signal
 from amaranth.sim import Simulator
 
@@ -43,8 +44,9 @@ def edge_and_random(fmt_min: int, fmt_max: int, count: int, rng: np.random.Gener
     return np.concatenate([edges, rng.integers(fmt_min, fmt_max + 1, count - len(edges))])
 
 
+@pytest.mark.parametrize("logic_products", [False, True], ids=["multipliers", "logic products"])
 @pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
-def test_synapse_lane_and_weight_update_are_the_golden_accumulate_drive_and_learning(rounding):
+def test_synapse_lane_and_weight_update_are_the_golden_accumulate_drive_and_learning(rounding, logic_products):
     model, rng, count = model_for(rounding), np.random.default_rng(7), 400
     fixed = model.fixed
     geometry = CoreGeometry(model.spec, model.fixed, 2)
@@ -73,7 +75,7 @@ def test_synapse_lane_and_weight_update_are_the_golden_accumulate_drive_and_lear
         SynapseOp.DRIVE: {"drive_next": drive + weight * pixel, "write_u": 0, "write_drive": 1},
         SynapseOp.SWEEP: {"swept_increment": swept_increment, "write_u": 0, "write_drive": 0},
     }
-    lane, update = SynapseLane(geometry), WeightUpdate(fixed)
+    lane, update = SynapseLane(geometry, logic_products), WeightUpdate(fixed)
     top_module = Module()
     top_module.submodules.lane, top_module.submodules.update = lane, update
     got: dict[tuple[SynapseOp, int, str], int] = {}
@@ -130,3 +132,10 @@ def test_only_learning_accumulates_and_sweeps_write_weights_and_never_without_le
         sim.add_testbench(bench)
         sim.run()
         assert observed == expected
+
+
+@pytest.mark.parametrize("logic_products", [False, True])
+def test_logic_products_leave_no_multiplier_cell(logic_products):
+    model = model_for("nearest")
+    text = rtlil.convert(SynapseLane(CoreGeometry(model.spec, model.fixed, 2), logic_products))
+    assert ("cell $mul " in text) != logic_products
