@@ -522,10 +522,18 @@ class NetworkCore(wiring.Component):
                 ]
                 for layer in range(L):
                     _, write = weight_banks[layer][bank]
-                    m.d.comb += [
-                        write.addr.eq(staged.bank_addr[bank]), write.data.eq(update.weight_next),
-                        write.en.eq(writes_weights & (staged.layer == layer) & staged.bank_write[bank]),
-                    ]
+                    written = Signal(data.StructLayout({"addr": write.addr.shape(), "data": weight_shape, "en": 1}),
+                                     name=f"w{layer}_written{bank}")
+                    m.d.comb += [written.addr.eq(staged.bank_addr[bank]), written.data.eq(update.weight_next),
+                                 written.en.eq(writes_weights & (staged.layer == layer) & staged.bank_write[bank])]
+                    if layer == 0:
+                        # W₀'s banks are the largest (spread over many block RAMs): their writes are registered
+                        # once more. W₀ is read by row only, each row once per pass, so no read of the pass
+                        # needs a W₀ word a cycle after its write; the drain covers the next pass.
+                        registered = Signal.like(written, name=f"w0_write{bank}")
+                        m.d.sync += registered.eq(written)
+                        written = registered
+                    m.d.comb += [write.addr.eq(written.addr), write.data.eq(written.data), write.en.eq(written.en)]
 
         # Engine-side reads: weight banks at the lanes' addresses, neuron banks at the target word.
         # Host access to one parameter (between images): its bank, address, bias index and whether it is
@@ -781,20 +789,19 @@ class NetworkCore(wiring.Component):
 
         def engine_pass(state: str, then: str, beside: list = (), when_done: list = ()) -> None:
             """A state that runs the engine over the pass ``start_pass`` set up (``beside`` holding meanwhile),
-            then two cycles in which the last issue reaches the memories and stage A (``when_done`` on the
-            way), then ``then``, whose first cycle stage B writes the pass's last words in: every read from
-            there on sees them."""
+            then three cycles in which the last issue reaches the memories, stage A and stage B (``when_done``
+            on the way), then ``then``, in whose first cycle the last W₀ write lands: every read from there on
+            sees the pass's writes."""
+            drains = [f"{state}_DRAIN_{k}" for k in range(3)]
             with m.State(state):
                 m.d.comb += [engine_run.eq(1), *beside]
                 with m.If(engine_done):
                     m.d.sync += when_done
-                    m.next = f"{state}_DRAIN"
-            with m.State(f"{state}_DRAIN"):
-                m.d.comb += beside
-                m.next = f"{state}_DRAIN_A"
-            with m.State(f"{state}_DRAIN_A"):
-                m.d.comb += beside
-                m.next = then
+                    m.next = drains[0]
+            for drain, following in zip(drains, [*drains[1:], then], strict=True):
+                with m.State(drain):
+                    m.d.comb += beside
+                    m.next = following
 
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
