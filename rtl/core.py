@@ -375,18 +375,20 @@ class NetworkCore(wiring.Component):
                             issue_kind_col.eq(seg.kind == "col"),
                             issue_op.eq(ops[seg.op]),
                             issue_target.eq(geometry.neuron_base[target_span] + word),
-                            issue_count.eq(Mux(n_target - word * P >= P, P, n_target - word * P)),
+                            issue_count.eq(Mux(n_target - (word << LP) >= P, P, n_target - (word << LP))),
                         ]
                         if seg.source == "nonzero":
                             m.d.comb += issue_pixel.eq(read.data.pixel)
                         if seg.kind == "row":
                             m.d.comb += issue_rot.eq(entry[:LP] if geometry.skewed(layer) and LP else 0)
+                            row_word = wire(m, constant_product(entry, words) + word, f"row_word_{index}")
                             for r in range(P):
-                                m.d.comb += issue_addr[r].eq(entry * words + word)
+                                m.d.comb += issue_addr[r].eq(row_word)
                         else:
                             m.d.comb += issue_rot.eq(entry[:LP] if LP else 0)
                             for r in range(P):
-                                m.d.comb += issue_addr[r].eq((word * P + r) * geometry.words(layer) + (entry >> LP))
+                                m.d.comb += issue_addr[r].eq(constant_product((word << LP) + r, geometry.words(layer))
+                                                             + (entry >> LP))
                         with m.If(advance & last_word):
                             m.d.sync += word.eq(0)
                             with m.If(position + 1 == count):
