@@ -636,15 +636,25 @@ class NetworkCore(wiring.Component):
         for r, (_, write) in enumerate(u_banks):
             with m.If(request_valid & (request_lane == r)):
                 m.d.comb += [write.addr.eq(at_request.addr), write.data.eq(0), write.en.eq(1)]
-        # Bias learning: every bias once per nudged step, in neuron order, with Δw of the step before.
+        # Bias learning: every bias once per nudged step, in neuron order, with Δw of the step before. Its
+        # operands (and its random word, drawn now) are registered and the learned bias written a cycle later:
+        # the next read of that bias is a step away.
         if learning:
-            increment_now = Array(read.data for read, _ in inc_down)[request_lane]
+            bias_learning = Signal(data.StructLayout({
+                "en": 1, "addr": bias_mem[1].addr.shape(), "bias": bias_now.shape(),
+                "increment": increment_shape, "noise": noise[0].shape()}), name="bias_learning")
+            m.d.sync += [
+                bias_learning.en.eq(request_valid & learn), bias_learning.addr.eq(at_request.neuron),
+                bias_learning.bias.eq(bias_now), bias_learning.noise.eq(noise[0]),
+                bias_learning.increment.eq(Array(read.data for read, _ in inc_down)[request_lane]),
+            ]
             m.d.comb += [
-                bias_mem[1].addr.eq(at_request.neuron),
-                bias_mem[1].data.eq(learn_add(m, bias_now, increment_now, noise[0], fixed.bias, guard, "bias_learned")),
+                bias_mem[1].addr.eq(bias_learning.addr), bias_mem[1].en.eq(bias_learning.en),
+                bias_mem[1].data.eq(learn_add(m, bias_learning.bias, bias_learning.increment, bias_learning.noise,
+                                              fixed.bias, guard, "bias_learned")),
             ]
             with m.If(request_valid & learn):
-                m.d.comb += [bias_mem[1].en.eq(1), lfsr_advance.eq(1)]
+                m.d.comb += lfsr_advance.eq(1)
 
         # The side words travel beside the pipeline.
         delayed = side
