@@ -932,16 +932,20 @@ class NetworkCore(wiring.Component):
                     for bank, (_, write) in enumerate(weight_banks[layer]):
                         with m.If(write_ok & ~parameter.bias & (parameter.layer == layer) & (host_bank == bank)):
                             m.d.comb += [write.addr.eq(host_addr), write.data.eq(parameter.value), write.en.eq(1)]
-                m.next = "PARAMETER_RESPONSE"
-            with m.State("PARAMETER_RESPONSE"):  # read ports hold their address, so the data holds too
-                m.d.comb += [host_access.eq(1), self.parameter_response.valid.eq(1)]
-                read_back = Signal(self.parameter_response.payload.value.shape(), name="read_back")
-                m.d.comb += read_back.eq(bias_mem[0].data)
-                with m.If(~parameter.bias), m.Switch(parameter.layer):
+                m.next = "PARAMETER_READ"
+            # The value is registered before it leaves: a weight bank's output multiplexer (over 48 block RAMs
+            # on the ULX3S) is a long path already.
+            read_back = Signal(self.parameter_response.payload.value.shape(), name="read_back")
+            with m.State("PARAMETER_READ"):  # the words at the host's address are back
+                m.d.comb += host_access.eq(1)
+                m.d.sync += read_back.eq(Mux(parameter_error, 0, bias_mem[0].data))
+                with m.If(~parameter.bias & ~parameter_error), m.Switch(parameter.layer):
                     for layer in range(L):
                         with m.Case(layer):
-                            m.d.comb += read_back.eq(Array(port.data for port, _ in weight_banks[layer])[host_bank])
-                m.d.comb += [self.parameter_response.payload.value.eq(Mux(parameter_error, 0, read_back)),
+                            m.d.sync += read_back.eq(Array(port.data for port, _ in weight_banks[layer])[host_bank])
+                m.next = "PARAMETER_RESPONSE"
+            with m.State("PARAMETER_RESPONSE"):
+                m.d.comb += [self.parameter_response.valid.eq(1), self.parameter_response.payload.value.eq(read_back),
                              self.parameter_response.payload.error.eq(parameter_error)]
                 with m.If(self.parameter_response.ready):
                     m.next = "IDLE"
