@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poise.boards.memory import BOARDS
-from poise.embedded import ORANGECRAB_BUNDLE, embedded_bundle
+from poise.embedded import ORANGECRAB_BUNDLE, ULX3S_BUNDLE, embedded_bundle
 from poise.errors import PoiseError
+from poise.rtl.implementation import Implementation
 from poise.rtl.soc import SoCConfig
 
 
@@ -30,7 +31,11 @@ class BoardProfile:
 
 PROFILES: dict[str, BoardProfile] = {
     # iCEBreaker: the 12 MHz oscillator through the PLL to 24 MHz; its FTDI takes 3 Mbaud (8 cycles per bit).
-    "icebreaker": BoardProfile("icebreaker", SoCConfig(clock_hz=24_000_000, baud=3_000_000, lanes=8),
+    # At 24 MHz the deep neuron pipeline's registers cost logic cells and buy nothing, and the UP5K's eight
+    # DSP blocks are the neuron pipeline's: the lanes' products are logic.
+    "icebreaker": BoardProfile("icebreaker", SoCConfig(
+        clock_hz=24_000_000, baud=3_000_000, lanes=8,
+        implementation=Implementation(shallow_neuron=True, logic_products=True)),
                                embedded_bundle()),
     # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).
     # 784-128-10 needs 76 block RAMs in the core's memory map and the 25F has 56: it carries 784-64-10, at
@@ -39,7 +44,12 @@ PROFILES: dict[str, BoardProfile] = {
                                embedded_bundle(ORANGECRAB_BUNDLE)),
     # ULX3S: 25 MHz oscillator through the PLL to 50 MHz; its FT231X at 2 Mbaud, a rate both ends make
     # exactly (25 cycles per bit; 3 Mbaud would be 16.7).
-    "ulx3s": BoardProfile("ulx3s", SoCConfig(clock_hz=50_000_000, baud=2_000_000, lanes=8), None),
+    # It carries the paper's 784-500-10 at 4 lanes: W₀'s banks take 192 of the 208 block RAMs (at 8 lanes, 200:
+    # a row of 500 weights is 63 words of 8), so the memories of at most 4 kbit (the per-neuron banks, the
+    # schedule ROMs) go to LUT RAM and logic (docs/BOARDS.md).
+    "ulx3s": BoardProfile("ulx3s", SoCConfig(clock_hz=50_000_000, baud=2_000_000, lanes=4,
+                                             implementation=Implementation(distributed_bits=4096)),
+                           embedded_bundle(ULX3S_BUNDLE)),
 }
 
 

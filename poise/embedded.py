@@ -12,6 +12,10 @@ ORANGECRAB_BUNDLE = "orangecrab-784-64-10.npz"
 """784-64-10, current input, 8-bit fixed point for the OrangeCrab's 56 block RAMs (docs/BOARDS.md): trained
 by poise, 96.54 % on the MNIST test set in the integer model."""
 
+ULX3S_BUNDLE = "ulx3s-784-500-10.npz"
+"""The paper's 784-500-10, current input, 8-bit fixed point for the ULX3S's 208 block RAMs (docs/BOARDS.md):
+trained by poise, 97.81 % on the MNIST test set in the integer model."""
+
 
 def embedded_bundle(name: str = ICEBREAKER_BUNDLE) -> Path:
     """The path of a bundle shipped with poise."""

@@ -9,14 +9,14 @@ import pytest
 
 from poise.boards.bench import PUBLISHED, board_bundles, markdown, plot, resource_classes, throughput
 from poise.boards.profiles import board_profile
-from poise.embedded import embedded_bundle
+from poise.embedded import ULX3S_BUNDLE, embedded_bundle
 from poise.errors import PoiseError
 
 
-def test_each_board_gets_its_option_then_its_profiles_then_the_embedded_bundle(tmp_path):
+def test_each_board_gets_its_option_then_its_profiles_bundle(tmp_path):
     bundles = board_bundles(["icebreaker", "ulx3s"], [f"ulx3s={tmp_path / 'big.npz'}"])
     assert bundles == {"icebreaker": board_profile("icebreaker").bundle, "ulx3s": tmp_path / "big.npz"}
-    assert board_bundles(["ulx3s"], []) == {"ulx3s": embedded_bundle()}
+    assert board_bundles(["ulx3s"], []) == {"ulx3s": embedded_bundle(ULX3S_BUNDLE)}
     for bad in ("ulx3s", "orangecrab=x.npz", "=x.npz"):
         with pytest.raises(PoiseError, match="BOARD=FILE"):
             board_bundles(["icebreaker", "ulx3s"], [bad])
