@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("boards", help="build every board: resources, Fmax, images/s at Fmax")
     parser.add_argument("--boards", default=",".join(BOARD_NAMES), help="comma-separated boards (default all)")
     parser.add_argument("--bundle", action="append", default=[], metavar="BOARD=FILE",
-                        help="a fixed-point bundle for one board (repeatable; default: the board's embedded one, "
-                             "the iCEBreaker's 784-128-10 where a board has none)")
+                        help="a fixed-point bundle for one board (repeatable; default: the one its profile "
+                             "embeds)")
     parser.add_argument("--images", type=positive_int, default=5,
                         help="MNIST test images for the cycles per image on Verilator (default 5)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
