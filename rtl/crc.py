@@ -22,19 +22,18 @@ def crc16_byte(m: Module, crc: Value, byte: Value) -> Value:
 
 class Crc16(wiring.Component):
     """``crc`` is the CRC of the bytes given with ``valid`` since the last ``clear`` (or reset); ``clear``
-    restarts it at 0xFFFF (a byte given in the same cycle starts the new CRC)."""
+    restarts it at 0xFFFF. Give ``clear`` and ``valid`` in different cycles: a byte given with ``clear``
+    continues the old CRC and the restart is lost (the iCE40 then folds the restart into its flip-flops'
+    synchronous set instead of a multiplexer before the XOR logic)."""
 
     def __init__(self) -> None:
         super().__init__({"data": In(8), "valid": In(1), "clear": In(1), "crc": Out(16, init=CRC_INIT)})
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        start = Signal(16)
-        m.d.comb += start.eq(self.crc)
-        with m.If(self.clear):
-            m.d.comb += start.eq(CRC_INIT)
-            m.d.sync += self.crc.eq(CRC_INIT)
-        following = crc16_byte(m, start, self.data)
+        following = crc16_byte(m, self.crc, self.data)
         with m.If(self.valid):
             m.d.sync += self.crc.eq(following)
+        with m.Elif(self.clear):
+            m.d.sync += self.crc.eq(CRC_INIT)
         return m

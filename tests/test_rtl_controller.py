@@ -203,3 +203,45 @@ def test_controller_answers_byte_for_byte_like_the_reference_device():
     assert {Opcode.ERROR, *ErrorCode} - {ErrorCode.BUSY} <= kinds, "the scenario reaches every error code"
     changed = sum(int((a != b).sum()) for a, b in zip(reference.model.weights, model.weights, strict=True))
     assert changed > 0, "on-chip training changed no weight: the comparison would not see a learning bug"
+
+
+def test_stored_replies_from_each_sender_area_survive_failed_frames():
+    """INFO's reply lives in its own area of the sender's buffer, the answers to failed frames in another:
+    repeated requests around failed frames still get their stored reply, as the reference device does."""
+    model = small_model()
+    bundle = Bundle(model.spec, small_params(model.spec), fixed=model.fixed)
+    reference = ReferenceDevice(bundle, lanes=CONFIG.lanes, clock_hz=CONFIG.clock_hz, baud=CONFIG.baud,
+                                max_body=CONFIG.max_body)
+    bad = bytearray(frame(9, Opcode.STATUS))
+    bad[-2] ^= 0x01 if bad[-2] != 0x01 else 0x02  # a CRC byte: the header still reads
+    frames = [frame(1, Opcode.INFO), bytes(bad), frame(1, Opcode.INFO), frame(2, Opcode.STATUS), bytes(bad),
+              frame(2, Opcode.STATUS), frame(3, Opcode.INFO), frame(4, Opcode.INFO), bytes(bad),
+              frame(4, Opcode.INFO), frame(5, Opcode.SET, set_request(Parameter.LEARN, 0, 1)), bytes(bad),
+              frame(4, Opcode.INFO), frame(6, Opcode.STATUS)]
+    expected = [packet for f in frames for packet in replies(reference.feed(f))]
+    got = replies(run_bench(model, b"".join(frames)))
+    assert got == expected
+    assert [p.opcode for p in got].count(Opcode.ERROR) == 4
+
+
+def test_read_runs_leaving_the_matrix_are_refused_with_the_next_request_queued():
+    """A READ_WEIGHTS run is checked as it is read: one that leaves the matrix is refused (after values were
+    read), and the request already waiting behind it is still answered."""
+    model = small_model()
+    bundle = Bundle(model.spec, small_params(model.spec), fixed=model.fixed)
+    reference = ReferenceDevice(bundle, lanes=CONFIG.lanes, clock_hz=CONFIG.clock_hz, baud=CONFIG.baud,
+                                max_body=CONFIG.max_body)
+    rows, cols = model.spec.layers[1], model.spec.layers[2]
+    w0 = Access(Target.WEIGHTS, 0, 0, 0)
+    frames = [frame(1, Opcode.READ_WEIGHTS, read_request(Access(Target.WEIGHTS, 1, rows - 1, 1), cols)),
+              frame(2, Opcode.STATUS),
+              frame(3, Opcode.READ_WEIGHTS, read_request(Access(Target.BIASES, 0, 0, rows - 2), 3)),
+              frame(4, Opcode.INFO),
+              frame(5, Opcode.READ_WEIGHTS, read_request(Access(Target.WEIGHTS, 1, rows - 1, 0), cols)),
+              frame(5, Opcode.READ_WEIGHTS, read_request(Access(Target.WEIGHTS, 1, rows - 1, 0), cols)),
+              frame(6, Opcode.READ_WEIGHTS, read_request(w0, model.spec.layers[0] * rows + 1)),
+              frame(7, Opcode.STATUS)]
+    expected = [packet for f in frames for packet in replies(reference.feed(f))]
+    got = replies(run_bench(model, b"".join(frames)))
+    assert got == expected
+    assert [p.payload[0] for p in got if p.opcode == Opcode.ERROR] == [ErrorCode.OUT_OF_RANGE] * 3

@@ -35,3 +35,30 @@ def test_crc16_matches_the_host_reference_byte_by_byte_with_gaps_and_restarts():
     sim.run()
     assert got == [crc16(message) for message in messages]
     assert got[0] == 0x29B1
+
+
+def test_crc16_byte_given_with_clear_continues_the_old_crc():
+    """``valid`` takes precedence over ``clear`` (no caller gives both): the byte continues the CRC and the
+    restart is dropped."""
+    dut = Crc16()
+    got: list[int] = []
+
+    async def bench(ctx):
+        for byte in b"1234":
+            ctx.set(dut.data, byte)
+            ctx.set(dut.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.data, ord("5"))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.valid, 0)
+        got.append(ctx.get(dut.crc))
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        got.append(ctx.get(dut.crc))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [crc16(b"12345"), crc16(b"")]

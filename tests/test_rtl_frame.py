@@ -21,7 +21,7 @@ from poise.firmware.framing import (
     pack_frame,
     unpack_frame,
 )
-from poise.rtl.frame import FrameReceiver, FrameSender, FrameStatus
+from poise.rtl.frame import FrameReceiver, FrameSender, FrameStatus, area_bases
 
 
 def random_body(rng: np.random.Generator, n: int, zeros: float = 0.1) -> bytes:
@@ -70,14 +70,15 @@ def split(stream: bytes) -> list[bytes]:
 
 # --- the receiver ---------------------------------------------------------------------------------------
 
-def run_receiver(max_body: int, stream: bytes, seed: int, gaps: float = 0.3, stall: float = 0.3) -> tuple:
+def run_receiver(max_body: int, stream: bytes, seed: int, gaps: float = 0.3, stall: float = 0.3,
+                 counters: bool = True) -> tuple:
     """Feed ``stream`` with random gaps; a consumer reads each packet's ``length`` bytes from the buffer
-    (after random delays) and takes it. Returns the reports and the counters."""
-    dut = FrameReceiver(max_body)
+    (after random delays) and takes it. Returns the reports and the counters (none without ``counters``)."""
+    dut = FrameReceiver(max_body, counters)
     rng = np.random.default_rng(seed)
     count = len(split(stream))
     reports: list[tuple[FrameStatus, int, bytes]] = []
-    counters: dict[str, int] = {}
+    totals: dict[str, int] = {}
 
     async def producer(ctx):
         for byte in stream:
@@ -108,14 +109,15 @@ def run_receiver(max_body: int, stream: bytes, seed: int, gaps: float = 0.3, sta
         for _ in range(20):  # nothing more is reported
             assert not ctx.get(dut.packet.valid)
             await ctx.tick()
-        counters.update({name: ctx.get(getattr(dut, name)) for name in ("frames", "bad_frames", "long_frames")})
+        if dut.counters:
+            totals.update({name: ctx.get(getattr(dut, name)) for name in ("frames", "bad_frames", "long_frames")})
 
     sim = Simulator(dut)
     sim.add_clock(1 / 12e6)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
-    return reports, counters
+    return reports, totals
 
 
 def check_reports(stream: bytes, max_body: int, reports: list, counters: dict) -> None:
@@ -194,6 +196,26 @@ def test_receiver_judges_hostile_input_as_the_host_does_then_still_receives(max_
     check_reports(stream, max_body, reports, counters)
     assert {report[0] for report in reports} == set(FrameStatus)  # every status was seen
     assert reports[-1] == (FrameStatus.OK, len(body), body)
+
+
+@pytest.mark.parametrize("max_body", [64, 300])
+def test_receiver_reads_back_the_bytes_past_max_body_from_its_registers(max_body):
+    """The block RAM holds max_body bytes; a truncated frame that decoded 1 or 2 more (or a longer one, cut
+    at max_body + 2) reads them back from the latest two decoded bytes, distinct and non-zero here."""
+    rng = np.random.default_rng(max_body + 1)
+    frames = [cobs_encode(random_body(rng, n, zeros=0))[:-1] + b"\x00"  # cut: n - 1 bytes decoded
+              for n in range(max_body, max_body + 4)]
+    frames.append(cobs_encode(random_body(rng, max_body + 3, zeros=0.1))[:-1] + b"\x00")
+    frames += [cobs_encode(random_body(rng, max_body + 2, zeros=0)) + b"\x07\x00",  # a code past the end
+               pack_frame(random_body(rng, max_body, zeros=0))]
+    stream = b"".join(frames)
+    reports, counters = run_receiver(max_body, stream, seed=max_body, gaps=0.2, stall=0.2)
+    check_reports(stream, max_body, reports, counters)
+    assert {length for status, length, _ in reports if status == FrameStatus.BAD_COBS} >= {max_body + 1, max_body + 2}
+    assert any(contents[-2:] != bytes(2) for _, length, contents in reports if length > max_body)
+    # Without its counters the receiver reports the same.
+    assert run_receiver(max_body, stream, seed=max_body, gaps=0.2, stall=0.2, counters=False) == (reports, {})
+    assert not hasattr(FrameReceiver(max_body, counters=False), "frames")
 
 
 def test_receiver_at_max_body_agrees_with_unpack_frame_and_the_splitter():
@@ -312,6 +334,68 @@ def test_sender_at_a_small_max_body():
     bodies = [random_body(rng, max_body), random_body(rng, max_body, zeros=0), bytes(max_body), b"\x07",
               random_body(rng, 254, zeros=0)]
     assert run_sender(max_body, bodies, seed=6) == [pack_frame(body) for body in bodies]
+
+
+def test_sender_areas_keep_each_other_and_start_with_their_contents():
+    """A frame sent from an extra area leaves the main one (and its resend) alone; an extra area sends its
+    initial contents until written; each area starts at an aligned base, so base | offset addresses it."""
+    rng = np.random.default_rng(9)
+    max_body = 300
+    template = bytes(3) + random_body(rng, 40, zeros=0.2)
+    dut = FrameSender(max_body, areas=(bytes(5), template))
+    assert dut.bases == area_bases(max_body, [5, len(template)]) == (0, 304, 320)
+    assert dut.depth == 320 + len(template) and len(dut.send.payload.area) == 2
+    main, failed, header = random_body(rng, 260), random_body(rng, 5), random_body(rng, 3, zeros=0)
+    # (area, bytes written at its start or None, length sent)
+    jobs = [(0, main, len(main)), (1, failed, 5), (0, None, len(main)), (2, None, len(template)),
+            (2, header, len(template)), (0, None, len(main)), (1, None, 5)]
+    emitted = bytearray()
+    done = []
+
+    async def producer(ctx):
+        for area, body, length in jobs:
+            if body is not None:
+                for offset, byte in enumerate(body):
+                    ctx.set(dut.write_addr, dut.bases[area] | offset)
+                    ctx.set(dut.write_data, byte)
+                    ctx.set(dut.write_enable, 1)
+                    await ctx.tick()
+                ctx.set(dut.write_enable, 0)
+            ctx.set(dut.send.payload, {"length": length, "area": area})
+            ctx.set(dut.send.valid, 1)
+            while not ctx.get(dut.send.ready):
+                await ctx.tick()
+            await ctx.tick()
+            ctx.set(dut.send.valid, 0)
+            while ctx.get(dut.busy):
+                await ctx.tick()
+        done.append(True)
+
+    async def sink(ctx):
+        while not done:
+            ready = rng.random() < 0.7
+            ctx.set(dut.o.ready, ready)
+            if ready and ctx.get(dut.o.valid):
+                emitted.append(ctx.get(dut.o.payload))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1 / 12e6)
+    sim.add_testbench(producer)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    filled = header + template[3:]
+    assert [frame + b"\x00" for frame in bytes(emitted).split(b"\x00")[:-1]] == [
+        pack_frame(body) for body in (main, failed, main, template, filled, main, failed)]
+
+
+def test_area_bases_are_aligned_and_checked():
+    assert area_bases(1027, [5, 38]) == (0, 1032, 1088)
+    assert area_bases(64, []) == (0,)
+    assert area_bases(64, [1, 2, 3]) == (0, 64, 66, 68)
+    for bad in (0, 65, 2.5):
+        with pytest.raises(ValueError):
+            area_bases(64, [bad])
 
 
 # --- round trip -----------------------------------------------------------------------------------------
