@@ -411,14 +411,14 @@ class NetworkCore(wiring.Component):
         # words per row) and each bank's lane pick are computed here, so only a register drives the address
         # pins of a weight bank spread over many block RAMs.
         issue_layout = data.StructLayout({
-            "valid": 1, "addr": issue_addr.shape(), "rot": issue_rot.shape(), "target": issue_target.shape(),
+            "valid": 1, "rot": issue_rot.shape(), "target": issue_target.shape(),
             "count": issue_count.shape(), "layer": issue_layer.shape(), "col": 1, "op": SynapseOp,
             "pixel": issue_pixel.shape(), "final": 1})
         issued = Signal(issue_layout, name="issued")
         issued_bank_addr = Signal(issue_addr.shape(), name="issued_bank_addr")  # by bank
         m.d.sync += [
             issued.valid.eq(issue), issued.final.eq(issue_final),
-            issued.addr.eq(issue_addr), issued.rot.eq(issue_rot), issued.target.eq(issue_target),
+            issued.rot.eq(issue_rot), issued.target.eq(issue_target),
             issued.count.eq(issue_count), issued.layer.eq(issue_layer), issued.col.eq(issue_kind_col),
             issued.op.eq(issue_op), issued.pixel.eq(issue_pixel),
             *(issued_bank_addr[bank].eq(Array(issue_addr)[lane_of(bank, issue_rot)]) for bank in range(P)),
@@ -428,10 +428,9 @@ class NetworkCore(wiring.Component):
         # the lanes (u and the drive belong to the target neuron), the increments, random words and write
         # addresses to the weight banks (a weight learns in its own bank). Stage B then only adds and writes,
         # with no memory output and no lane-bank multiplexer in its paths.
-        carried = [name for name in issue_layout.members if name != "addr"]
-        held = Signal(data.StructLayout({**{name: issue_layout.members[name] for name in carried},
-                                         "bank_addr": issue_addr.shape(), "learn": 1}), name="held")
-        m.d.sync += [*(getattr(held, name).eq(getattr(issued, name)) for name in carried),
+        held = Signal(data.StructLayout({**issue_layout.members, "bank_addr": issue_addr.shape(), "learn": 1}),
+                      name="held")
+        m.d.sync += [*(getattr(held, name).eq(getattr(issued, name)) for name in issue_layout.members),
                      held.bank_addr.eq(issued_bank_addr), held.learn.eq(learn)]
 
         def bank_of(lane: int, rotation: Value) -> Value:

@@ -1,10 +1,19 @@
 """The device's CRC-16 against the host reference :func:`poise.firmware.framing.crc16`."""
 
+from collections.abc import Callable
+
 import numpy as np
 from amaranth.sim import Simulator
 
 from poise.firmware.framing import crc16
 from poise.rtl.crc import Crc16
+
+
+def simulate(dut: Crc16, bench: Callable) -> None:
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def test_crc16_matches_the_host_reference_byte_by_byte_with_gaps_and_restarts():
@@ -29,10 +38,7 @@ def test_crc16_matches_the_host_reference_byte_by_byte_with_gaps_and_restarts():
             ctx.set(dut.valid, 0)
             got.append(ctx.get(dut.crc))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert got == [crc16(message) for message in messages]
     assert got[0] == 0x29B1
 
@@ -57,8 +63,5 @@ def test_crc16_byte_given_with_clear_continues_the_old_crc():
         ctx.set(dut.clear, 0)
         got.append(ctx.get(dut.crc))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert got == [crc16(b"12345"), crc16(b"")]

@@ -3,6 +3,8 @@
 the sender's bytes under back-pressure, the receiver's packets and statuses for good and hostile input, and a
 round trip from one to the other."""
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal
@@ -250,18 +252,20 @@ def test_receiver_at_max_body_agrees_with_unpack_frame_and_the_splitter():
 
 # --- the sender -----------------------------------------------------------------------------------------
 
-async def write_buffer(ctx, dut: FrameSender, body: bytes) -> None:
-    for address, byte in enumerate(body):
-        ctx.set(dut.write_addr, address)
+async def write_buffer(ctx, dut: FrameSender, body: bytes, base: int = 0) -> None:
+    """Write ``body`` into the buffer from ``base`` on (an area's base, addressed as base | offset)."""
+    for offset, byte in enumerate(body):
+        ctx.set(dut.write_addr, base | offset)
         ctx.set(dut.write_data, byte)
         ctx.set(dut.write_enable, 1)
         await ctx.tick()
     ctx.set(dut.write_enable, 0)
 
 
-async def request(ctx, dut: FrameSender, length: int) -> None:
-    """Hand ``length`` to ``send`` and wait until the frame is out."""
-    ctx.set(dut.send.payload, length)
+async def request(ctx, dut: FrameSender, length: int, area: int | None = None) -> None:
+    """Hand ``length`` (and, for a sender with areas, the ``area``) to ``send`` and wait until the frame is
+    out."""
+    ctx.set(dut.send.payload, length if area is None else {"length": length, "area": area})
     ctx.set(dut.send.valid, 1)
     while not ctx.get(dut.send.ready):
         await ctx.tick()
@@ -276,22 +280,31 @@ def run_sender(max_body: int, jobs: list[bytes | None], seed: int) -> list[bytes
     """Send each body (``None``: send the previous one again) with random back-pressure on ``o``; the frames
     emitted, each with its delimiter."""
     dut = FrameSender(max_body)
-    rng = np.random.default_rng(seed)
-    emitted = bytearray()
-    done = []
 
-    async def producer(ctx):
+    async def produce(ctx):
         length = 0
         for body in jobs:
             if body is not None:
                 await write_buffer(ctx, dut, body)
                 length = len(body)
             await request(ctx, dut, length)
+
+    return sent_frames(dut, produce, np.random.default_rng(seed), p_ready=0.6)
+
+
+def sent_frames(dut: FrameSender, produce: Callable, rng: np.random.Generator, p_ready: float) -> list[bytes]:
+    """Run the testbench ``produce`` (it writes and sends) while a sink takes each byte of ``o`` with
+    probability ``p_ready`` per cycle; the frames emitted, each with its delimiter."""
+    emitted = bytearray()
+    done = []
+
+    async def producer(ctx):
+        await produce(ctx)
         done.append(True)
 
     async def sink(ctx):
         while not done:
-            ready = rng.random() < 0.6
+            ready = rng.random() < p_ready
             ctx.set(dut.o.ready, ready)
             if ready and ctx.get(dut.o.valid):
                 emitted.append(ctx.get(dut.o.payload))
@@ -349,43 +362,15 @@ def test_sender_areas_keep_each_other_and_start_with_their_contents():
     # (area, bytes written at its start or None, length sent)
     jobs = [(0, main, len(main)), (1, failed, 5), (0, None, len(main)), (2, None, len(template)),
             (2, header, len(template)), (0, None, len(main)), (1, None, 5)]
-    emitted = bytearray()
-    done = []
 
-    async def producer(ctx):
+    async def produce(ctx):
         for area, body, length in jobs:
             if body is not None:
-                for offset, byte in enumerate(body):
-                    ctx.set(dut.write_addr, dut.bases[area] | offset)
-                    ctx.set(dut.write_data, byte)
-                    ctx.set(dut.write_enable, 1)
-                    await ctx.tick()
-                ctx.set(dut.write_enable, 0)
-            ctx.set(dut.send.payload, {"length": length, "area": area})
-            ctx.set(dut.send.valid, 1)
-            while not ctx.get(dut.send.ready):
-                await ctx.tick()
-            await ctx.tick()
-            ctx.set(dut.send.valid, 0)
-            while ctx.get(dut.busy):
-                await ctx.tick()
-        done.append(True)
+                await write_buffer(ctx, dut, body, dut.bases[area])
+            await request(ctx, dut, length, area)
 
-    async def sink(ctx):
-        while not done:
-            ready = rng.random() < 0.7
-            ctx.set(dut.o.ready, ready)
-            if ready and ctx.get(dut.o.valid):
-                emitted.append(ctx.get(dut.o.payload))
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1 / 12e6)
-    sim.add_testbench(producer)
-    sim.add_testbench(sink, background=True)
-    sim.run()
     filled = header + template[3:]
-    assert [frame + b"\x00" for frame in bytes(emitted).split(b"\x00")[:-1]] == [
+    assert sent_frames(dut, produce, rng, p_ready=0.7) == [
         pack_frame(body) for body in (main, failed, main, template, filled, main, failed)]
 
 
