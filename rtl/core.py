@@ -46,6 +46,7 @@ from poise.rtl.neuron import (
 )
 from poise.rtl.schedule import ScheduleROM
 from poise.rtl.sigma_delta import SigmaDeltaEncoder
+from poise.rtl.single_port import single_port_banks
 from poise.rtl.synapse import (
     SWEEP_LATENCY,
     SynapseLane,
@@ -160,6 +161,9 @@ class NetworkCore(wiring.Component):
         if len(weights) != geometry.matrices or len(biases) != geometry.matrices:
             raise PoiseError(f"the network has {geometry.matrices} weight matrices and bias vectors, not "
                              f"{len(weights)} and {len(biases)}")
+        if implementation.single_port_w0 and geometry.spike_input:
+            raise PoiseError("a single-ported W₀ needs current-mode input: in spike mode the accumulate pass reads "
+                             "and learns W₀ in the same cycles")
         self.geometry, self.implementation = geometry, implementation
         self.weight_images = [geometry.weight_banks(layer, w) for layer, w in enumerate(weights)]
         self.bias_image = np.concatenate([np.asarray(b, np.int64) for b in biases])
@@ -226,6 +230,11 @@ class NetworkCore(wiring.Component):
         weight_shape = signed(fixed.weight.width)
         weight_banks = []  # [layer][bank] -> (read port, write port)
         for layer, image in enumerate(self.weight_images):
+            if layer == 0 and self.implementation.single_port_w0:
+                # A sweep word is issued three times and written once, in the cycle of the next word's last
+                # read: that read is skipped and the word of the one before it (the same word) is kept.
+                weight_banks.append(single_port_banks(m, "w0", weight_shape, image))
+                continue
             banks = []
             for bank in range(P):
                 mem = memory(f"w{layer}_bank{bank}", weight_shape, geometry.bank_depth(layer), image[bank])
@@ -938,7 +947,9 @@ class NetworkCore(wiring.Component):
             with m.State("PARAMETER_READ"):  # the words at the host's address are back
                 m.d.comb += host_access.eq(1)
                 m.d.sync += read_back.eq(Mux(parameter_error, 0, bias_mem[0].data))
-                with m.If(~parameter.bias & ~parameter_error), m.Switch(parameter.layer):
+                with m.If(parameter.write & ~parameter_error):  # what the write stored
+                    m.d.sync += read_back.eq(parameter.value)
+                with m.Elif(~parameter.bias & ~parameter_error), m.Switch(parameter.layer):
                     for layer in range(L):
                         with m.Case(layer):
                             m.d.sync += read_back.eq(Array(port.data for port, _ in weight_banks[layer])[host_bank])

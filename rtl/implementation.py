@@ -22,11 +22,15 @@ class Implementation:
     ``ram_style = "distributed"``) or logic (ROMs, ``rom_style = "logic"``); 0 leaves every memory to the
     synthesiser. ``shallow_neuron`` builds :class:`~poise.rtl.neuron.NeuronUpdate` with its
     :data:`~poise.rtl.neuron.SHALLOW` register stages instead of all of them. ``logic_products`` builds the
-    synapse lanes' products by the pixel from logic, not DSP blocks (:class:`~poise.rtl.synapse.SynapseLane`)."""
+    synapse lanes' products by the pixel from logic, not DSP blocks (:class:`~poise.rtl.synapse.SynapseLane`).
+    ``single_port_w0`` keeps W₀ in one single-ported memory of words of P weights (:mod:`poise.rtl.single_port`,
+    current-mode input only), which a board build maps to the UP5K's SPRAM without initial contents: there
+    the host loads W₀ after configuration, the one thing a board does differently from its twin."""
 
     distributed_bits: int = 0
     shallow_neuron: bool = False
     logic_products: bool = False
+    single_port_w0: bool = False
 
     def memory_attrs(self, shape: Shape | ShapeCastable, depth: int, rom: bool = False) -> dict[str, str]:
         """The attributes of a memory of ``depth`` words of ``shape``."""

@@ -70,11 +70,11 @@ def test_the_logged_utilisation_is_the_last_table():
 
 
 def test_weights_that_cannot_fit_the_block_rams_are_refused_before_synthesis(tmp_path):
-    # The embedded 784-128-10 on the iCEBreaker: per bank 784 rows x 16 words of 8 bit, 25 EBRs of 512 x 8,
-    # times 8 banks, plus W1's 8 banks of 128 x 2 words (one EBR each): 208 of 30.
-    status, _, stderr = poise("build", "--board", "icebreaker", "--out", tmp_path / "ice")
-    assert status == 1 and "needs at least 208 ICESTORM_RAM block RAMs" in stderr and "has 30" in stderr
-    assert "SPRAM" in stderr and not (tmp_path / "ice").exists()
+    # The embedded 784-128-10 on the iCEBreaker at one lane: W0 in SPRAM as 784 rows x 128 words of one weight,
+    # 100,352 words of 16 k per SPRAM: 7 of 4.
+    status, _, stderr = poise("build", "--board", "icebreaker", "--lanes", "1", "--out", tmp_path / "ice")
+    assert status == 1 and "needs 7 SPRAMs for W₀" in stderr and "has 4" in stderr
+    assert not (tmp_path / "ice").exists()
     # On the OrangeCrab at 8 lanes: 7 DP16KD of 2048 x 9 per W0 bank and one per W1 bank, 64 of 56. With 120
     # hidden neurons a W0 bank is 784 x 15 words, 6 DP16KD, and 8 x 6 + 8 = 56 fit; 121 need 16 words again.
     bundle = embedded_bundle()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from poise.boards.profiles import board_profile
 from poise.embedded import embedded_bundle
 from poise.golden.fixed import derive_fixed_spec
 from poise.golden.integer import IntegerSpikingModel
@@ -55,6 +56,8 @@ CASES = {
         layers=(12, 8, 6, 4), mode="spike", lanes=2, seed=2, continue_time=False),
     "current, two hidden layers, 8 lanes, no predictive coding, nearest": dict(
         layers=(10, 9, 7, 3), mode="current", lanes=8, seed=3, predictive=False, learn_rounding="nearest"),
+    "current, one hidden layer, 2 lanes, the iCEBreaker's implementation (single-ported W₀)": dict(
+        layers=(16, 12, 5), mode="current", lanes=2, seed=4),
 }
 
 
@@ -62,7 +65,8 @@ CASES = {
 def test_core_matches_integer_model_on_random_networks(name, tmp_path):
     case = random_case(**CASES[name])
     tests = ["traces_match", "learns_like_golden", "parameter_port_writes_reads_and_refuses"]
-    implementation = Implementation(shallow_neuron="shallow" in name)
+    implementation = (board_profile("icebreaker").soc.implementation if "iCEBreaker" in name
+                      else Implementation(shallow_neuron="shallow" in name))
     passed = run_case(case, tmp_path / "case.npz", tests, implementation)
     assert sorted(passed) == sorted(f"core_tb.{test}" for test in tests)
 
