@@ -22,6 +22,12 @@ class BoardProfile:
     soc: SoCConfig
     bundle: Path | None
 
+    @property
+    def boot_loaded(self) -> bool:
+        """Whether the board comes out of configuration without W₀ (in SPRAM, which the bitstream cannot
+        initialise): the host loads the weights before the first image."""
+        return self.soc.implementation.single_port_w0
+
     def default_bundle(self) -> Path:
         if self.bundle is None:
             raise PoiseError(f"poise ships no network sized for the {BOARDS[self.name].name}: pass --bundle FILE "

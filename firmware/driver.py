@@ -3,6 +3,8 @@ command of docs/PROTOCOL.md, over a :class:`~poise.firmware.link.Link`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from poise.firmware.images import encode_image
@@ -113,8 +115,10 @@ class PoiseDevice:
             values.append(decode_values(self.link.request(Opcode.READ_WEIGHTS, read_request(access, count))))
         return np.concatenate(values)
 
-    def load_parameters(self, weights: list[np.ndarray], biases: list[np.ndarray]) -> None:
-        """Writes every weight and bias, in runs as long as a packet holds."""
+    def load_parameters(self, weights: list[np.ndarray], biases: list[np.ndarray],
+                        progress: Callable[[int], object] | None = None) -> None:
+        """Writes every weight and bias, in runs as long as a packet holds; ``progress`` is told the number of
+        values of each run written."""
         chunk = (self.info.max_body - LOAD_OVERHEAD) // 2
         for target, arrays in ((Target.WEIGHTS, weights), (Target.BIASES, biases)):
             for layer, array in enumerate(arrays):
@@ -127,6 +131,8 @@ class PoiseDevice:
                     if answered != access or count != len(values):
                         raise ProtocolError(f"LOAD_WEIGHTS of {len(values)} values at {access} was answered with "
                                             f"{count} values at {answered}")
+                    if progress is not None:
+                        progress(len(values))
 
     # -- settings -------------------------------------------------------------------------------------------
     def set(self, parameter: Parameter, value: int, index: int = 0) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import amaranth
+import numpy as np
 
 from poise.boards.profiles import BoardProfile, board_profile
 from poise.golden.bundle import Bundle, load_bundle
@@ -30,7 +31,7 @@ from poise.sim.cocotb_runner import component_verilog, sim_cache_root
 from poise.sim.twin import Twin, TwinBuild, build_twin
 
 TWIN_DIVISOR = 4
-_SOURCES = ("rtl", "firmware", "golden")
+_SOURCES = ("rtl", "firmware", "golden", "sim")
 """Subpackages whose source decides the SoC's Verilog."""
 
 
@@ -54,10 +55,13 @@ def twin_config(profile: BoardProfile) -> SoCConfig:
 
 
 def build_soc(bundle: Bundle, profile: BoardProfile) -> SoC:
-    """The twin's SoC of ``profile`` carrying ``bundle``'s network (its raw fixed-point parameters)."""
+    """The twin's SoC of ``profile`` carrying ``bundle``'s network (its raw fixed-point parameters). On a board
+    whose W₀ the bitstream cannot hold (:attr:`~poise.boards.profiles.BoardProfile.boot_loaded`) the twin
+    starts as that board does after configuration, with W₀ zero, and the host loads it."""
     model = IntegerSpikingModel.from_bundle(bundle)
     geometry = CoreGeometry(bundle.spec, bundle.fixed, profile.soc.lanes)
-    return SoC(geometry, model.weights, model.biases, twin_config(profile))
+    weights = [np.zeros_like(model.weights[0]), *model.weights[1:]] if profile.boot_loaded else model.weights
+    return SoC(geometry, weights, model.biases, twin_config(profile))
 
 
 def _source_digest() -> str:

@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import serial
 
+from poise.commands.stream import load_boot_weights
 from poise.firmware.driver import PoiseDevice
 from poise.firmware.framing import FrameSplitter, pack_frame, unpack_frame
 from poise.firmware.images import encode_image
@@ -55,6 +58,7 @@ def test_fifty_mnist_images_through_the_twin_equal_the_golden_model(built, mnist
         device = PoiseDevice(link)
         device.connect()
         device.check_bundle(built.bundle)
+        load_boot_weights(device, built.bundle, built.profile)
         summary = stream(device, built.bundle, mnist.test_images[:50], mnist.test_labels[:50], tmp_path,
                          encoding=Encoding.PACKED, check=True)
         link.close()
@@ -92,6 +96,17 @@ class Twinned:
             got += [decode_packet(unpack_frame(f)) for f in self.splitter.feed(chunk)]
         assert [mask_cycles(p) for p in got] == [mask_cycles(p) for p in expected], what
         self.exchanged += len(got)
+
+
+@contextlib.contextmanager
+def loaded_port(built, path: str) -> Iterator[serial.Serial]:
+    """The twin's port, opened raw after the host has loaded the weights (as it does on the board)."""
+    with Link(SerialTransport(path), timeout=10) as link:
+        device = PoiseDevice(link)
+        device.connect()
+        load_boot_weights(device, built.bundle, built.profile)
+    with serial.Serial(path, timeout=0.05) as port:
+        yield port
 
 
 def fuzz_frames(rng: np.random.Generator, image: np.ndarray, count: int) -> list[bytes]:
@@ -141,7 +156,7 @@ def test_fuzz_then_training_answer_like_the_reference_and_keep_the_weights_exact
     rng = np.random.default_rng(2026)
     soc = twin_config(built.profile)
     reference = ReferenceDevice(built.bundle, soc.lanes, soc.clock_hz, soc.baud)
-    with built.start() as twin, serial.Serial(twin.port, timeout=0.05) as port:
+    with built.start() as twin, loaded_port(built, twin.port) as port:
         twinned = Twinned(port, reference)
         for index, data in enumerate(fuzz_frames(rng, mnist.test_images[0], 2500)):
             twinned.send(data, f"fuzz frame {index}: {data[:40].hex()}")
@@ -186,6 +201,16 @@ def test_selftest_passes_on_the_twin(built):
     assert status == 0, err
     assert "10 known images: 10 equal to the golden model" in out and "selftest PASSED" in out
     assert "0 framing, 0 parity, 0 overruns" in out
+    assert "loading 784-128-10 (the icebreaker starts without W₀)" in err  # the progress bar
+
+
+def test_the_icebreaker_twin_starts_without_w0_as_the_board_does(built):
+    """Without the load the twin holds no W₀ (the SPRAM the bitstream cannot initialise): the known images
+    come out wrong, which is what a board whose host skipped the load would show."""
+    from run_cli import poise
+
+    status, out, err = poise("selftest", "--twin", "icebreaker", "--keep-weights")
+    assert status == 1 and "differ from the integer golden model" in out and "selftest FAILED" in out, out + err
 
 
 def test_poise_twin_announces_its_port_and_stops_cleanly_on_ctrl_c(built, tmp_path):

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from poise.commands.stream import report
+    from poise.commands.stream import load_boot_weights, report
     from poise.firmware.driver import PoiseDevice
     from poise.firmware.link import Link, SerialTransport
     from poise.firmware.messages import Encoding
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         device = PoiseDevice(link)
         info = device.connect()
         device.check_bundle(built.bundle)
+        if not args.train:  # --train loads its initial weights itself
+            load_boot_weights(device, built.bundle, built.profile)
         print(f"poise demo: {built.bundle.spec.arch} ({built.bundle_path.name}) on the {args.board} twin at "
               f"{twin.port}: {info.lanes} lanes, {info.clock_hz / 1e6:g} MHz, {info.baud} baud")
         if args.train:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from poise.commands.stream import add_keep_weights
+
 IMAGES = 10
 
 
@@ -19,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--twin", metavar="BOARD", help="start BOARD's twin and test it")
     parser.add_argument("--board", default="icebreaker", help="board profile (baud, embedded bundle)")
     parser.add_argument("--bundle", type=Path, help="the network the board was built with")
+    add_keep_weights(parser)
     parser.add_argument("--baud", type=int)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.set_defaults(func=run)

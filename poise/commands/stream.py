@@ -30,6 +30,7 @@ def add_stream_options(parser: argparse.ArgumentParser, *, device_required: bool
     parser.add_argument("--board", default="icebreaker", help="board profile for --reference and --port (baud)")
     parser.add_argument("--bundle", type=Path, help="the network the device runs (default: the board's embedded one)")
     parser.add_argument("--baud", type=int, help="serial baud rate (default: the board profile's)")
+    add_keep_weights(parser)
     parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
     parser.add_argument("--split", choices=("test", "train"), help="default: test for inference, train for --train")
     parser.add_argument("--limit", type=positive_int, help="stream only the first N images")
@@ -39,6 +40,28 @@ def add_stream_options(parser: argparse.ArgumentParser, *, device_required: bool
     parser.add_argument("--check", action="store_true", help="compare every result with the integer golden model")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
     parser.add_argument("--out", type=Path, default=Path("runs/stream"), help="results.jsonl, summary.json, PNGs")
+
+
+def add_keep_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-weights", action="store_true",
+                        help="a board whose W₀ the bitstream cannot hold (the iCEBreaker's SPRAM) gets the bundle's "
+                             "weights loaded on connecting; this keeps what it holds (what it learned since)")
+
+
+def load_boot_weights(device: Any, bundle: Any, profile: Any, keep: bool = False) -> None:
+    """Writes ``bundle``'s weights and biases to a device of ``profile`` that comes out of configuration
+    without W₀ (:attr:`~poise.boards.profiles.BoardProfile.boot_loaded`), unless ``keep``."""
+    if not profile.boot_loaded or keep:
+        return
+    from tqdm import tqdm
+
+    from poise.golden.integer import IntegerSpikingModel
+
+    model = IntegerSpikingModel.from_bundle(bundle)
+    total = sum(array.size for array in [*model.weights, *model.biases])
+    what = f"loading {bundle.spec.arch} (the {profile.name} starts without W₀)"
+    with tqdm(total=total, unit="value", desc=what) as bar:
+        device.load_parameters(model.weights, model.biases, bar.update)
 
 
 @contextlib.contextmanager
@@ -57,6 +80,7 @@ def open_device(args: argparse.Namespace) -> Iterator[tuple[Any, Any, str]]:
             built = board_twin(args.twin, args.bundle)
             twin = stack.enter_context(built.start())
             bundle, transport, where = built.bundle, SerialTransport(twin.port), f"the {args.twin} twin on {twin.port}"
+            profile = built.profile
         else:
             profile = board_profile(args.board)
             bundle = load_bundle(args.bundle or profile.default_bundle())
@@ -72,6 +96,8 @@ def open_device(args: argparse.Namespace) -> Iterator[tuple[Any, Any, str]]:
         device = PoiseDevice(link)
         device.connect()
         device.check_bundle(bundle)
+        if not args.reference:
+            load_boot_weights(device, bundle, profile, args.keep_weights)
         yield device, bundle, where
 
 
