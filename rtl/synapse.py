@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Const, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from poise.golden.fixed import FixedFormat, FixedPointSpec
 from poise.golden.integer import MAX_LR_SHIFT
 from poise.rtl.geometry import CoreGeometry
-from poise.rtl.neuron import constant_product, logic_product, round_shift, saturate, unsigned_word
+from poise.rtl.neuron import constant_product, logic_product, round_shift, saturate, unsigned_word, wire
 
 
 class SynapseOp(enum.IntEnum):
@@ -88,9 +88,9 @@ class SynapseLane(wiring.Component):
     sweep's two products are registered (``SWEEP_LATENCY`` = 2 cycles): the engine holds a sweep's inputs
     for three cycles and writes in the third; pixel·ΣΔs·η₀ in one cycle was the longest path of the design.
 
-    With ``logic_products`` the two products by the pixel are sums of partial products
+    With ``logic_products`` the products by the pixel are sums of partial products
     (:func:`~poise.rtl.neuron.logic_product`), not multiplier cells: for devices whose few DSP blocks the
-    neuron pipeline needs.
+    neuron pipeline needs. Then one product serves the drive and the sweep (no operation needs both).
 
     Every field is a port of its own: Verilator mis-schedules one struct-typed port that the core drives in
     parts, one of them conditionally (measured: the weight read as 0 on Verilator while Amaranth's simulator
@@ -109,9 +109,13 @@ class SynapseLane(wiring.Component):
         def by_pixel(value: Value) -> Value:
             return logic_product(value, self.pixel) if self.logic_products else value * self.pixel
 
+        # From logic, one product serves both: the drive's weight·pixel and the sweep's ΣΔs·pixel.
+        shared = self.logic_products and fixed.eta is not None
+        if shared:
+            pixel_product = wire(m, by_pixel(Mux(op == SynapseOp.SWEEP, self.summed, self.weight)), "pixel_product")
         m.d.comb += [
             self.u_next.eq(self.u + self.weight),
-            self.drive_next.eq(self.drive + by_pixel(self.weight)),
+            self.drive_next.eq(self.drive + (pixel_product if shared else by_pixel(self.weight))),
             self.write_u.eq(op == SynapseOp.ACCUMULATE),
             self.write_drive.eq(op == SynapseOp.DRIVE),
         ]
@@ -119,7 +123,7 @@ class SynapseLane(wiring.Component):
             return m
         pixel_summed = Signal(signed(len(self.pixel) + len(self.summed) + 1), name="swept_pixel_summed")
         product = Signal(signed(len(pixel_summed) + fixed.eta[0].bit_length() + 1), name="swept_product")
-        m.d.sync += [pixel_summed.eq(by_pixel(self.summed)),
+        m.d.sync += [pixel_summed.eq(pixel_product if shared else by_pixel(self.summed)),
                      product.eq(constant_product(pixel_summed, fixed.eta[0]) >> self.lr_shift)]
         m.d.comb += self.swept_increment.eq(
             increment(m, product, fixed.pixel.frac + eta_shift(fixed), fixed, "swept_increment"))
