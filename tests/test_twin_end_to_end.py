@@ -155,7 +155,7 @@ def fuzz_frames(rng: np.random.Generator, image: np.ndarray, count: int) -> list
 def test_fuzz_then_training_answer_like_the_reference_and_keep_the_weights_exact(built, mnist):
     rng = np.random.default_rng(2026)
     soc = twin_config(built.profile)
-    reference = ReferenceDevice(built.bundle, soc.lanes, soc.clock_hz, soc.baud)
+    reference = ReferenceDevice(built.bundle, soc.lanes, soc.clock_hz, soc.baud, soc.max_body)
     with built.start() as twin, loaded_port(built, twin.port) as port:
         twinned = Twinned(port, reference)
         for index, data in enumerate(fuzz_frames(rng, mnist.test_images[0], 2500)):

@@ -88,7 +88,7 @@ def open_device(args: argparse.Namespace) -> Iterator[tuple[Any, Any, str]]:
                 from poise.firmware.reference import ReferenceDevice
 
                 soc = profile.soc
-                reference = ReferenceDevice(bundle, soc.lanes, soc.clock_hz, soc.baud)
+                reference = ReferenceDevice(bundle, soc.lanes, soc.clock_hz, soc.baud, soc.max_body)
                 transport, where = LoopbackTransport(reference, name="the reference device"), "the reference device"
             else:
                 transport, where = SerialTransport(args.port, args.baud or profile.soc.baud), args.port
