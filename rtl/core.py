@@ -220,7 +220,8 @@ class NetworkCore(wiring.Component):
             return mem
 
         # -- submodules -----------------------------------------------------------------------------------
-        m.submodules.neuron = neuron = NeuronUpdate(fixed, shallow=self.implementation.shallow_neuron)
+        m.submodules.neuron = neuron = NeuronUpdate(fixed, shallow=self.implementation.shallow_neuron,
+                                                    steady_schedule=True)  # one step's ROM words per pass
         m.submodules.schedule = schedule = ScheduleROM(fixed, self.implementation)
         m.submodules.lfsr = lfsr = LeapLfsr(max(guard, 1), P)
         if spike_input:

@@ -171,6 +171,10 @@ class NeuronUpdate(FixedPointStage):
         Every width, fraction, rounding rule and 2|β|; predictive coding is on when it has λ ROMs.
     shallow : bool
         Build only the :data:`SHALLOW` register stages.
+    steady_schedule : bool
+        The caller keeps the ROM words (ε, λ, 1/λ on ``i``) the same while any request is in the pipeline (the
+        core does: one step's words for a whole neuron pass); each stage then takes them from ``i`` instead of
+        carrying them in its registers.
 
     Members
     -------
@@ -190,11 +194,12 @@ class NeuronUpdate(FixedPointStage):
     LATENCY = len(STAGES) + 1
     """Cycles from accepting a request to its result on ``o`` when nothing stalls, all stages built."""
 
-    def __init__(self, fixed: FixedPointSpec, shallow: bool = False) -> None:
+    def __init__(self, fixed: FixedPointSpec, shallow: bool = False, steady_schedule: bool = False) -> None:
         super().__init__(fixed)
         if fixed.two_beta < 0:
             raise ValueError(f"two_beta must be 2|β| >= 0, not {fixed.two_beta}")
         self._registers = SHALLOW if shallow else STAGES
+        self._steady = steady_schedule
 
     @property
     def latency(self) -> int:
@@ -241,15 +246,20 @@ class NeuronUpdate(FixedPointStage):
                 m.d.comb += statements
             return register
 
-        inv = ("inv_lam",) if self.predictive else ()
-        lam = ("lam",) if self.predictive else ()
-        words = ("s", "rho_prev", "phi", "offset", "epsilon", "nudge", "y", "beta_negative", *inv)
+        # The ROM words: carried from stage to stage, or (steady) read from the input wherever they are used.
+        carried = not self._steady
+        eps = ("epsilon",) if carried else ()
+        inv, lam = (("inv_lam",), ("lam",)) if self.predictive and carried else ((), ())
+        words = ("s", "rho_prev", "phi", "offset", *eps, "nudge", "y", "beta_negative", *inv)
         received = stage("received", self.i.payload, {}, ("u", "v", *words, *lam))
+
+        def rom(view: data.View, name: str) -> Value:
+            return getattr(self.i.payload if self._steady else view, name)
 
         # Step 2, [000] Eq. 13: the predictive decoder.
         aligned = received.u << (fixed.state.frac - fixed.weight.frac)
         if self.predictive:
-            differenced = stage("differenced", received, {"v_step": (aligned - received.v) * received.lam},
+            differenced = stage("differenced", received, {"v_step": (aligned - received.v) * rom(received, "lam")},
                                 ("v", *words))
             v = saturate(m, differenced.v + rs(differenced.v_step, fixed.lambda_format), fixed.decoded,
                          "v_unsaturated")
@@ -261,15 +271,15 @@ class NeuronUpdate(FixedPointStage):
         nudge = wire(m, rs(error * fixed.two_beta, fixed.beta_format), "nudge_magnitude")
         nudge = Mux(differenced.nudge, Mux(differenced.beta_negative, -nudge, nudge), 0)
         decoded = stage("decoded", differenced, {"v": (signed(fixed.decoded.width), v), "nudge_drive": nudge},
-                        ("s", "rho_prev", "phi", "offset", "epsilon", *inv))
+                        ("s", "rho_prev", "phi", "offset", *eps, *inv))
 
         # Step 3, [000] Eq. 14: the pressure on s.
         p = saturate(m, decoded.v + decoded.offset + decoded.nudge_drive, fixed.pressure, "p_unsaturated")
         pressed = stage("pressed", decoded, {"p": (signed(fixed.pressure.width), p)},
-                        ("v", "s", "rho_prev", "phi", "epsilon", *inv))
+                        ("v", "s", "rho_prev", "phi", *eps, *inv))
 
         # Step 4, [000] Eq. 14: integrate and clip s to [0, 1].
-        stepped = stage("stepped", pressed, {"s_step": (pressed.p - pressed.s) * pressed.epsilon},
+        stepped = stage("stepped", pressed, {"s_step": (pressed.p - pressed.s) * rom(pressed, "epsilon")},
                         ("v", "p", "s", "rho_prev", "phi", *inv))
         s_new = clamp(m, stepped.s + rs(stepped.s_step, fixed.epsilon_format), 0, fixed.state.one, "s_unclipped")
         integrated = stage("integrated", stepped, {"s": (state, s_new)}, ("v", "p", "rho_prev", "phi", *inv))
@@ -277,7 +287,7 @@ class NeuronUpdate(FixedPointStage):
         # Step 5, [000] Eq. 12: the predictive encoder.
         if self.predictive:
             predicted = stage("predicted", integrated,
-                              {"a_step": (integrated.s - integrated.rho_prev) * integrated.inv_lam},
+                              {"a_step": (integrated.s - integrated.rho_prev) * rom(integrated, "inv_lam")},
                               ("v", "p", "s", "rho_prev", "phi"))
             a = saturate(m, predicted.rho_prev + rs(predicted.a_step, fixed.inv_lambda_format), fixed.encoder,
                          "a_unsaturated")

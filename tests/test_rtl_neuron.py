@@ -30,10 +30,10 @@ def spec(name: str) -> FixedPointSpec:
 
 
 def simulate(fixed: FixedPointSpec, vectors: dict[str, np.ndarray], rng: np.random.Generator, p_valid: float,
-             p_ready: float, shallow: bool = False) -> tuple[dict[str, np.ndarray], int]:
+             p_ready: float, shallow: bool = False, steady: bool = False) -> tuple[dict[str, np.ndarray], int]:
     """Stream the requests through a :class:`NeuronUpdate` with :func:`simulate_stream` (random gaps, random
     back-pressure, stream rules checked); returns the results (one array per output field) and the cycles."""
-    rows, cycles = simulate_stream(NeuronUpdate(fixed, shallow), len(vectors["u"]),
+    rows, cycles = simulate_stream(NeuronUpdate(fixed, shallow, steady), len(vectors["u"]),
                                    pack_fields(input_layout(fixed), vectors),
                                    unpack_fields(output_layout(fixed), OUTPUTS), rng, p_valid, p_ready)
     return columns(rows, OUTPUTS), cycles
@@ -47,6 +47,21 @@ def test_random_and_edge_vectors_with_back_pressure(name, shallow):
     vectors = neuron_vectors(fixed, 4_000, rng)
     got, _ = simulate(fixed, vectors, rng, p_valid=0.7, p_ready=0.6, shallow=shallow)
     assert len(got["q"]) == len(vectors["u"])
+    assert_bit_exact(fixed, vectors, got, neuron_update(fixed, vectors))
+
+
+@pytest.mark.parametrize("shallow", [False, True], ids=["deep", "shallow"])
+@pytest.mark.parametrize("name", ["default", "narrow"])
+def test_steady_schedule_words_taken_from_the_input_with_back_pressure(name, shallow):
+    """With ``steady_schedule`` the ROM words are not carried: requests that share one step's words (as in
+    the core's neuron pass) come out the same as the reference's."""
+    fixed = spec(name)
+    rng = np.random.default_rng(11)
+    vectors = neuron_vectors(fixed, 2_000, rng)
+    for word in ("epsilon", "lam", "inv_lam"):
+        if word in vectors:
+            vectors[word] = np.full_like(vectors[word], vectors[word][len(vectors[word]) // 2])
+    got, _ = simulate(fixed, vectors, rng, p_valid=0.7, p_ready=0.6, shallow=shallow, steady=True)
     assert_bit_exact(fixed, vectors, got, neuron_update(fixed, vectors))
 
 
