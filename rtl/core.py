@@ -589,21 +589,18 @@ class NetworkCore(wiring.Component):
         m.d.comb += neuron_addr.eq(base[span] + (local >> LP))
 
         # Neuron-bank read addresses: the engine's target word, or the neuron pass's word.
-        bank_groups = [u_banks, inc_down, inc_up, drive_banks, summed_banks]
+        bank_groups = [u_banks, inc_down, inc_up, drive_banks]
         for banks in bank_groups:
             for read, _ in banks or ():
                 m.d.comb += read.addr.eq(Mux(neuron_run, neuron_addr, issued.target))
-        for read, _ in (v_mem, s_mem, phi_mem, s_minus_mem or (None, None)):
-            if read is not None:
-                m.d.comb += read.addr.eq(neuron_index)
+        for read, _ in (v_mem, s_mem, phi_mem):
+            m.d.comb += read.addr.eq(neuron_index)
         m.d.comb += bias_mem[0].addr.eq(Mux(host_access, bias_index, neuron_index))
 
         # N1: the words are back; the request enters the pipeline.
-        side_layout = data.StructLayout({
-            "neuron": range(N + 1), "span": range(L), "local": local.shape(), "addr": neuron_addr.shape(),
-            "s_old": state_shape, "s_minus": state_shape, "summed": delta_shape, "u": signed(fixed.accumulator.width),
-        })
-        at_request = Signal(side_layout, name="at_request")
+        at_request = Signal(data.StructLayout({
+            "neuron": range(N + 1), "span": range(L), "local": local.shape(), "addr": neuron_addr.shape()}),
+            name="at_request")
         request_valid = Signal(name="request_valid")
         m.d.sync += [
             request_valid.eq(neuron_run & (neuron_index < N)),
@@ -633,14 +630,19 @@ class NetworkCore(wiring.Component):
         ]
         if fixed.lambda_rom is not None:
             m.d.comb += [request.lam.eq(rom.lam), request.inv_lam.eq(rom.inv_lam)]
+        # Beside the pipeline travel the neuron's place (its index and bank address follow from it) and, for
+        # the trace, u and the old s (a board leaves the trace unconnected and synthesis drops them).
+        side_layout = data.StructLayout({"span": range(L), "local": local.shape(), "s_old": state_shape,
+                                         "u": signed(fixed.accumulator.width)})
         side = Signal(side_layout, name="side")
-        m.d.comb += [
-            side.eq(at_request), side.s_old.eq(s_mem[0].data), side.u.eq(u_saturated),
-        ]
-        if learning:
-            m.d.comb += side.s_minus.eq(s_minus_mem[0].data)
-            if summed_banks is not None:
-                m.d.comb += side.summed.eq(Array(read.data for read, _ in summed_banks)[request_lane])
+        m.d.comb += [side.span.eq(at_request.span), side.local.eq(at_request.local), side.s_old.eq(s_mem[0].data),
+                     side.u.eq(u_saturated)]
+        span_start = Array(Const(start, range(N + 1)) for start in spans)
+
+        def place(view: data.View, name: str) -> tuple[Signal, Signal]:
+            """The global neuron index and the neuron-bank address of the neuron at ``view``."""
+            return (wire(m, span_start[view.span] + view.local, f"{name}_neuron"),
+                    wire(m, base[view.span] + (view.local >> LP), f"{name}_addr"))
         # u is consumed: clear it for the next step.
         for r, (_, write) in enumerate(u_banks):
             with m.If(request_valid & (request_lane == r)):
@@ -665,20 +667,29 @@ class NetworkCore(wiring.Component):
             with m.If(request_valid & learn):
                 m.d.comb += lfsr_advance.eq(1)
 
-        # The side words travel beside the pipeline.
-        delayed = side
+        chain = [side]
         for stage in range(neuron.latency):
             following = Signal(side_layout, name=f"side_{stage + 1}")
-            m.d.sync += following.eq(delayed)
-            delayed = following
+            m.d.sync += following.eq(chain[-1])
+            chain.append(following)
+        delayed = chain[-1]
+        result_neuron, result_addr = place(delayed, "result")
+        result_lane = delayed.local[:LP] if LP else Const(0)
+        # s⁻ and the Δs sum are read a cycle before the result needs them, at the neuron then at the stage
+        # before the last (not carried from the request): the pass writes them for each neuron only at its
+        # result, and the next read of that neuron's words is a step away.
+        late_neuron, late_addr = place(chain[-2], "late")
+        if learning:
+            m.d.comb += s_minus_mem[0].addr.eq(late_neuron)
+        summed_now = Array(read.data for read, _ in summed_banks or ())[result_lane] if summed_banks else None
 
         # N6: the result; write back, list the spike, learn.
         result_valid = neuron.o.valid
         out = neuron.o.payload
         m.d.comb += [
-            v_mem[1].addr.eq(delayed.neuron), v_mem[1].data.eq(out.v),
-            s_mem[1].addr.eq(delayed.neuron), s_mem[1].data.eq(out.s),
-            phi_mem[1].addr.eq(delayed.neuron), phi_mem[1].data.eq(out.phi),
+            v_mem[1].addr.eq(result_neuron), v_mem[1].data.eq(out.v),
+            s_mem[1].addr.eq(result_neuron), s_mem[1].data.eq(out.s),
+            phi_mem[1].addr.eq(result_neuron), phi_mem[1].data.eq(out.phi),
         ]
         with m.If(result_valid):
             m.d.comb += [v_mem[1].en.eq(1), s_mem[1].en.eq(1), phi_mem[1].en.eq(1)]
@@ -705,19 +716,18 @@ class NetworkCore(wiring.Component):
             with m.If((delayed.local == 0) | (out.s > best)):
                 m.d.sync += [best.eq(out.s), prediction.eq(delayed.local)]
         if learning:
-            m.d.comb += [s_minus_mem[1].addr.eq(delayed.neuron), s_minus_mem[1].data.eq(out.s)]
+            m.d.comb += [s_minus_mem[1].addr.eq(result_neuron), s_minus_mem[1].data.eq(out.s)]
             with m.If(result_valid & learn_enable & last_free):
                 m.d.comb += s_minus_mem[1].en.eq(1)
-            reference = Mux(last_free, out.s, delayed.s_minus)
+            reference = Mux(last_free, out.s, s_minus_mem[0].data)
             difference = wire(m, out.s - reference, "s_difference")
             delta = wire(m, Mux(beta_negative, -difference, difference), "delta_s")
             # The increments Δs·η are registered as they leave the multipliers, then scaled, rounded and
             # written a cycle later (the engine reads them only at the next step).
-            increment_write = Signal(data.StructLayout({"valid": 1, "addr": delayed.addr.shape(), "lane": lane_index}),
+            increment_write = Signal(data.StructLayout({"valid": 1, "addr": result_addr.shape(), "lane": lane_index}),
                                      name="increment_write")
             m.d.sync += [increment_write.valid.eq(result_valid & learn_enable & (nudged | last_free)),
-                         increment_write.addr.eq(delayed.addr),
-                         increment_write.lane.eq(delayed.local[:LP] if LP else 0)]
+                         increment_write.addr.eq(result_addr), increment_write.lane.eq(result_lane)]
             for banks, which in ((inc_down, 0), (inc_up, 1)):
                 if banks is None:
                     continue
@@ -731,14 +741,15 @@ class NetworkCore(wiring.Component):
                     with m.If(increment_write.valid & (increment_write.lane == r)):
                         m.d.comb += write.en.eq(1)
             if summed_banks is not None:
-                for r, (_, write) in enumerate(summed_banks):
-                    lane_r = (delayed.local[:LP] == r) if LP else Const(1)
-                    m.d.comb += [write.addr.eq(delayed.addr), write.data.eq(delayed.summed + delta)]
-                    with m.If(result_valid & learn & (step < steps_total - 1) & (delayed.span == 0) & lane_r):
+                for r, (read, write) in enumerate(summed_banks):
+                    m.d.comb += [read.addr.eq(Mux(neuron_run, late_addr, issued.target)),
+                                 write.addr.eq(result_addr), write.data.eq(summed_now + delta)]
+                    first_layer = (delayed.span == 0) & (result_lane == r)
+                    with m.If(result_valid & learn & (step < steps_total - 1) & first_layer):
                         m.d.comb += write.en.eq(1)
         m.d.comb += [
             self.trace.valid.eq(result_valid),
-            self.trace.payload.step.eq(step), self.trace.payload.neuron.eq(delayed.neuron),
+            self.trace.payload.step.eq(step), self.trace.payload.neuron.eq(result_neuron),
             self.trace.payload.u.eq(delayed.u), self.trace.payload.v.eq(out.v), self.trace.payload.p.eq(out.p),
             self.trace.payload.s.eq(out.s), self.trace.payload.rho_prev.eq(delayed.s_old),
             self.trace.payload.a.eq(out.a), self.trace.payload.phi.eq(out.phi), self.trace.payload.q.eq(out.q),

@@ -27,8 +27,8 @@ class CoreGeometry:
     bank, weight (i, j) in bank ``(j + i) mod P`` when the matrix is *skewed*, else ``j mod P``. Skewed
     matrices (l ≥ 1, read by row for pre-synaptic spikes and by column for post-synaptic ones) give any P
     consecutive weights of a row *or* of a column distinct banks, so both reads take one cycle per P
-    weights. W₀ is only ever read by row (the input is clamped), so its banks share one address and could be
-    one wide memory.
+    weights. W₀ is only ever read by row (the input is clamped), so its banks share one address and can be
+    one wide memory (:func:`~poise.rtl.single_port.single_port_banks`).
 
     **Neurons.** Per-neuron words the synapse lanes touch (the accumulator u, the learning increments, the
     current-mode drive and Δs sum) are banked like a row: neuron j of non-input layer m (0-based, so layer

@@ -1,6 +1,7 @@
 """How the gateware is built for a device, where the choice changes area and timing but never a bit of
-behaviour: which memories stay out of block RAM, how deep the neuron pipeline is, and which products are
-built from logic.
+behaviour: which memories stay out of block RAM, how deep the neuron pipeline is, which products are built
+from logic, and whether W₀ is single-ported (for the UP5K's SPRAM, which the bitstream cannot initialise: the
+one difference, the host loads W₀ after configuration).
 
 Yosys puts every memory it can in block RAM. On a device whose block RAMs the weights fill (the paper's
 784-500-10 on the ECP5-85F), the small per-neuron banks and the schedule ROMs, each far smaller than one
