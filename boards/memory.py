@@ -20,6 +20,7 @@ from poise.errors import PoiseError
 from poise.golden.fixed import FixedPointSpec
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.implementation import GENERIC, Implementation
+from poise.rtl.single_port import packing
 
 STATE_WORDS = ("state", "decoded", "encoder", "state", "state")  # s, v, φ, ρ_prev, s⁻
 
@@ -152,8 +153,11 @@ def weight_block_rams(board_name: str, geometry: CoreGeometry, implementation: I
 
 
 def weight_sprams(geometry: CoreGeometry, implementation: Implementation) -> int:
-    """The UP5K SPRAMs (16 k words of 16 bits) a single-ported W₀ takes: words of P weights, one per row word."""
+    """The UP5K SPRAMs (16 k words of 16 bits) a single-ported W₀ takes: words of P weights, as many row
+    words to one memory word as fill its 16 bits (:func:`~poise.rtl.single_port.packing`)."""
     if not implementation.single_port_w0:
         return 0
     width, depth = SPRAM_SHAPE
-    return -(-geometry.lanes * geometry.fixed.weight.width // width) * -(-geometry.bank_depth(0) // depth)
+    bits = geometry.fixed.weight.width
+    pack = packing(geometry.lanes, bits)
+    return -(-geometry.lanes * bits * pack // width) * -(-geometry.bank_depth(0) // pack // depth)

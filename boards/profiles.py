@@ -38,11 +38,12 @@ class BoardProfile:
 PROFILES: dict[str, BoardProfile] = {
     # iCEBreaker: the 12 MHz oscillator through the PLL to 24 MHz; its FTDI takes 3 Mbaud (8 cycles per bit).
     # At 24 MHz the deep neuron pipeline's registers cost logic cells and buy nothing, and the UP5K's eight
-    # DSP blocks are the neuron pipeline's: the lanes' products are logic. W₀ lives in the four SPRAMs, words of
-    # two weights at 2 lanes (784 × 64 words of the 65,536); the host loads it after configuration. Packets of
+    # DSP blocks are the neuron pipeline's: the lane's products are logic. One lane: each lane costs logic
+    # cells and EBRs (its neuron banks) the UP5K lacks. W₀ lives in the four SPRAMs, two weights to a word
+    # (50,176 words of the 65,536); the host loads it after configuration. Packets of
     # at most 1,024 bytes (a raw image is 784) keep the frame receiver in two EBRs instead of four.
     "icebreaker": BoardProfile("icebreaker", SoCConfig(
-        clock_hz=24_000_000, baud=3_000_000, lanes=2, max_body=1024,
+        clock_hz=24_000_000, baud=3_000_000, lanes=1, max_body=1024,
         implementation=Implementation(shallow_neuron=True, logic_products=True, single_port_w0=True)),
                                embedded_bundle()),
     # OrangeCrab: 48 MHz oscillator; a USB-serial adapter on the header pins at 3 Mbaud (16 cycles per bit).

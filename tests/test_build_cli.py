@@ -1,10 +1,15 @@
 """``poise build`` before any synthesis: a network too big for the board is refused with the numbers, a
 float bundle is refused with the command that quantises it."""
 
+import pytest
 from run_cli import poise
 from test_quantize_cli import untrained_bundle
 
+from poise.boards.build import DoesNotFitError, check_block_rams
+from poise.boards.profiles import board_profile
 from poise.embedded import embedded_bundle
+from poise.golden.bundle import load_bundle
+from poise.rtl.geometry import CoreGeometry
 
 
 def test_a_network_too_big_for_the_board_is_refused_before_synthesis(tmp_path, mnist):
@@ -70,11 +75,6 @@ def test_the_logged_utilisation_is_the_last_table():
 
 
 def test_weights_that_cannot_fit_the_block_rams_are_refused_before_synthesis(tmp_path):
-    # The embedded 784-128-10 on the iCEBreaker at one lane: W0 in SPRAM as 784 rows x 128 words of one weight,
-    # 100,352 words of 16 k per SPRAM: 7 of 4.
-    status, _, stderr = poise("build", "--board", "icebreaker", "--lanes", "1", "--out", tmp_path / "ice")
-    assert status == 1 and "needs 7 SPRAMs for W₀" in stderr and "has 4" in stderr
-    assert not (tmp_path / "ice").exists()
     # On the OrangeCrab at 8 lanes: 7 DP16KD of 2048 x 9 per W0 bank and one per W1 bank, 64 of 56. With 120
     # hidden neurons a W0 bank is 784 x 15 words, 6 DP16KD, and 8 x 6 + 8 = 56 fit; 121 need 16 words again.
     bundle = embedded_bundle()
@@ -82,3 +82,15 @@ def test_weights_that_cannot_fit_the_block_rams_are_refused_before_synthesis(tmp
                               "--out", tmp_path / "oc")
     assert status == 1 and "needs at least 64 DP16KD" in stderr and "has 56" in stderr
     assert "the largest hidden layer whose weights fit is 120." in stderr and not (tmp_path / "oc").exists()
+
+
+def test_a_single_ported_w0_that_needs_more_than_the_four_sprams_is_refused():
+    """784-166-10 fits the UP5K's 1 Mbit of SPRAM as bits, but at 4 lanes a row is 42 words of 32 bits:
+    784 × 42 = 32,928 words need 3 SPRAMs deep and 2 wide, 6 of 4. At 1 lane, two weights to a word, the
+    65,072 words fit."""
+    bundle = load_bundle(embedded_bundle())
+    implementation = board_profile("icebreaker").soc.implementation
+    spec = bundle.spec.replace(layers=(784, 166, 10))
+    with pytest.raises(DoesNotFitError, match=r"needs 6 SPRAMs for W₀ \(words of 4 weights, 32928 deep\)"):
+        check_block_rams("icebreaker", CoreGeometry(spec, bundle.fixed, 4), implementation)
+    check_block_rams("icebreaker", CoreGeometry(spec, bundle.fixed, 1), implementation)

@@ -56,8 +56,8 @@ CASES = {
         layers=(12, 8, 6, 4), mode="spike", lanes=2, seed=2, continue_time=False),
     "current, two hidden layers, 8 lanes, no predictive coding, nearest": dict(
         layers=(10, 9, 7, 3), mode="current", lanes=8, seed=3, predictive=False, learn_rounding="nearest"),
-    "current, one hidden layer, 2 lanes, the iCEBreaker's implementation (single-ported W₀)": dict(
-        layers=(16, 12, 5), mode="current", lanes=2, seed=4),
+    "current, one hidden layer, 1 lane, the iCEBreaker's implementation (single-ported W₀, 2 weights a word)": dict(
+        layers=(15, 13, 5), mode="current", lanes=1, seed=4),
 }
 
 
@@ -75,7 +75,8 @@ ICEBREAKER = embedded_bundle()
 
 
 def test_core_runs_real_mnist_through_the_trained_icebreaker_bundle(mnist, tmp_path):
-    """The embedded 784-128-10 fixed-point bundle, 8 lanes: three test images traced register by register
+    """The embedded 784-128-10 fixed-point bundle in the iCEBreaker's core (its lanes and implementation,
+    W₀ single-ported two weights to a word): three test images traced register by register
     (free phase, and a nudged phase without learning), then 20 training images learned on chip, after which
     every weight and bias equals the golden model's. The training images are ones the network gets wrong:
     on the ones it gets right, the nudge barely moves the states and no 8-bit weight changes."""
@@ -85,7 +86,9 @@ def test_core_runs_real_mnist_through_the_trained_icebreaker_bundle(mnist, tmp_p
     candidates = slice(0, 4000)
     wrong = np.flatnonzero(model.infer(mnist.train_images[candidates]).predictions != mnist.train_labels[candidates])
     assert len(wrong) >= 20, "the bundle makes fewer than 20 mistakes on these images; take more candidates"
-    traced = CoreCase.from_model(model, 8, mnist.test_images[:3], mnist.test_labels[:3])
+    soc = board_profile("icebreaker").soc
+    traced = CoreCase.from_model(model, soc.lanes, mnist.test_images[:3], mnist.test_labels[:3])
     trained = dataclasses.replace(traced, images=mnist.train_images[wrong[:20]], labels=mnist.train_labels[wrong[:20]])
-    assert run_case(traced, tmp_path / "traced.npz", ["traces_match"]) == ("core_tb.traces_match",)
-    assert run_case(trained, tmp_path / "trained.npz", ["learns_like_golden"]) == ("core_tb.learns_like_golden",)
+    assert run_case(traced, tmp_path / "traced.npz", ["traces_match"], soc.implementation) == ("core_tb.traces_match",)
+    assert run_case(trained, tmp_path / "trained.npz", ["learns_like_golden"], soc.implementation) == (
+        "core_tb.learns_like_golden",)
