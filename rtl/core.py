@@ -3,8 +3,8 @@ gateware, inference and on-chip training, bit for bit.
 
 One image runs as a sequence of passes, each over a memory:
 
-- **load**: the pixels arrive on ``pixels``; the per-neuron memories are cleared; the non-zero pixels go to
-  a list (current mode: they are the rows of the drive and of the learning sweep);
+- **load**: the pixels arrive on ``pixels`` and are stored; the per-neuron memories are cleared (current
+  mode: the drive and the learning sweep walk the stored pixels, a row of W₀ for each non-zero one);
 - **drive** (current mode): W₀ᵀx, one row of W₀ per non-zero pixel, P multiply-accumulates per cycle;
 - per step t, **accumulate**: for every spike of step t − 1, its weight row (pre-synaptic) or column
   (post-synaptic, hidden↔hidden and hidden↔output matrices) is read P weights per cycle and added to the
@@ -116,7 +116,8 @@ def trace_layout(geometry: CoreGeometry) -> data.StructLayout:
 @dataclass(frozen=True)
 class _Segment:
     """One walk of the accumulate engine over a spike (or pixel) list: ``source`` is ``"input"``,
-    ``"nonzero"`` or a span index; every entry is a row (``kind = "row"``) or a column of W_``layer``."""
+    ``"pixels"`` (the stored image, its zero pixels skipped) or a span index; every entry is a row
+    (``kind = "row"``) or a column of W_``layer``."""
 
     source: str | int
     layer: int
@@ -188,8 +189,8 @@ class NetworkCore(wiring.Component):
         accumulate = [_Segment("input", 0, "row", "acc")] if geometry.spike_input else []
         for layer in range(1, geometry.matrices):
             accumulate += [_Segment(layer - 1, layer, "row", "acc"), _Segment(layer, layer, "col", "acc")]
-        drive = [] if geometry.spike_input else [_Segment("nonzero", 0, "row", "drive")]
-        sweep = [] if geometry.spike_input else [_Segment("nonzero", 0, "row", "sweep")]
+        drive = [] if geometry.spike_input else [_Segment("pixels", 0, "row", "drive")]
+        sweep = [] if geometry.spike_input else [_Segment("pixels", 0, "row", "sweep")]
         return accumulate, drive, sweep
 
     # -- gateware ---------------------------------------------------------------------------------------------
@@ -275,12 +276,11 @@ class NetworkCore(wiring.Component):
 
         pixel_mem = memory("pixels", pixel_shape, n_in)
         pixel_write, pixel_read = pixel_mem.write_port(), pixel_mem.read_port()
-        entry_nonzero = data.StructLayout({"index": range(n_in), "pixel": pixel_shape})
         lists: dict = {}  # source -> (read port, write port, count register, capacity)
-        list_sources = [*range(L), "nonzero"] + (["input"] if spike_input else [])
+        list_sources = [*range(L)] + (["input"] if spike_input else [])
         for source in list_sources:
             capacity = sizes[source] if isinstance(source, int) else n_in
-            shape = entry_nonzero if source == "nonzero" else unsigned(max(capacity - 1, 1).bit_length())
+            shape = unsigned(max(capacity - 1, 1).bit_length())
             # The input list has two halves: the encode pass of step t fills one while the accumulate pass of
             # step t reads the other, filled at step t − 1.
             mem = memory(f"list_{source}", shape, 2 * capacity if source == "input" else capacity)
@@ -351,13 +351,18 @@ class NetworkCore(wiring.Component):
 
         for source in list_sources:
             m.d.comb += lists[source][0].addr.eq(position_next)
+        if not spike_input:  # the drive and the sweep walk the stored image
+            m.d.comb += pixel_read.addr.eq(position_next)
         if spike_input:  # the half the encode pass filled at the step before
             m.d.comb += lists["input"][0].addr.eq(position_next + Mux(step[0], 0, n_in))
         with m.If(engine_run), m.Switch(segment):
             for index, seg in enumerate(segments):
                 with m.Case(index):
-                    read, _, count, _ = lists[seg.source]
-                    entry = read.data.index if seg.source == "nonzero" else read.data
+                    if seg.source == "pixels":  # every pixel: its index is the position
+                        read, count, entry = pixel_read, Const(n_in), position
+                    else:
+                        read, _, count, _ = lists[seg.source]
+                        entry = read.data
                     layer = seg.layer
                     if seg.kind == "row":
                         words, target_span = geometry.words(layer), layer
@@ -377,18 +382,21 @@ class NetworkCore(wiring.Component):
                     with m.Else():
                         # A sweep word is issued for SWEEP_LATENCY + 1 cycles (its lanes' products are
                         # registered); only the last one writes and moves on.
+                        # A zero pixel is skipped in as many cycles as a word takes: the single-ported W₀
+                        # (rtl/single_port.py) needs the sweep's writes in step with its reads.
                         advance = sweep_hold == SWEEP_LATENCY if seg.op == "sweep" else Const(1)
                         if seg.op == "sweep":
                             m.d.sync += sweep_hold.eq(Mux(advance, 0, sweep_hold + 1))
+                        skip = read.data == 0 if seg.source == "pixels" else Const(0)
                         m.d.comb += [
-                            issue.eq(1), issue_final.eq(advance), issue_layer.eq(layer),
+                            issue.eq(~skip), issue_final.eq(advance), issue_layer.eq(layer),
                             issue_kind_col.eq(seg.kind == "col"),
                             issue_op.eq(ops[seg.op]),
                             issue_target.eq(geometry.neuron_base[target_span] + word),
                             issue_count.eq(Mux(n_target - (word << LP) >= P, P, n_target - (word << LP))),
                         ]
-                        if seg.source == "nonzero":
-                            m.d.comb += issue_pixel.eq(read.data.pixel)
+                        if seg.source == "pixels":
+                            m.d.comb += issue_pixel.eq(read.data)
                         if seg.kind == "row":
                             m.d.comb += issue_rot.eq(entry[:LP] if geometry.skewed(layer) and LP else 0)
                             row_word = wire(m, constant_product(entry, words) + word, f"row_word_{index}")
@@ -399,7 +407,7 @@ class NetworkCore(wiring.Component):
                             for r in range(P):
                                 m.d.comb += issue_addr[r].eq(constant_product((word << LP) + r, geometry.words(layer))
                                                              + (entry >> LP))
-                        with m.If(advance & last_word):
+                        with m.If(advance & (last_word | skip)):
                             m.d.sync += word.eq(0)
                             with m.If(position + 1 == count):
                                 m.d.sync += starting.eq(1)
@@ -795,7 +803,6 @@ class NetworkCore(wiring.Component):
         # -- the sequencer -------------------------------------------------------------------------------------
         load_index = Signal(range(max(n_in, N, geometry.neuron_depth) + 1), name="load_index")
         clear_all = max(N, geometry.neuron_depth)
-        _, nonzero_write, nonzero_count, _ = lists["nonzero"]
         m.d.comb += [
             self.result.payload.prediction.eq(prediction), self.result.payload.outputs.eq(outputs),
             self.result.payload.spikes.eq(spikes), self.result.payload.synops.eq(synops),
@@ -846,7 +853,6 @@ class NetworkCore(wiring.Component):
                         beta_negative.eq(self.command.payload.beta_negative),
                         lr_shift.eq(self.command.payload.lr_shift),
                         cycles.eq(0), synapse_cycles.eq(0), spikes.eq(0), synops.eq(0), load_index.eq(0),
-                        nonzero_count.eq(0),
                         step.eq(0), t.eq(1), nudged.eq(0), busy.eq(1),
                         *(lists[source][2].eq(0) for source in list_sources),
                         *([input_written.eq(0)] if spike_input else []),
@@ -860,16 +866,12 @@ class NetworkCore(wiring.Component):
                 if spike_input:
                     m.d.comb += [input_phi_write.addr.eq(load_index), input_phi_write.data.eq(0),
                                  input_phi_write.en.eq(load_index < n_in)]
-                m.d.comb += [pixel_write.addr.eq(load_index), pixel_write.data.eq(self.pixels.payload),
-                             nonzero_write.addr.eq(nonzero_count), nonzero_write.data.index.eq(load_index),
-                             nonzero_write.data.pixel.eq(self.pixels.payload)]
+                m.d.comb += [pixel_write.addr.eq(load_index), pixel_write.data.eq(self.pixels.payload)]
                 with m.If((load_index < n_in) & self.pixels.valid):
                     m.d.comb += pixel_write.en.eq(1)
                     m.d.sync += load_index.eq(load_index + 1)
-                    with m.If(self.pixels.payload != 0):
-                        m.d.comb += nonzero_write.en.eq(1)
-                        m.d.sync += nonzero_count.eq(nonzero_count + 1)
-                        if not spike_input:  # the drive: one multiply-accumulate per hidden neuron
+                    if not spike_input:  # the drive: one multiply-accumulate per hidden neuron and pixel
+                        with m.If(self.pixels.payload != 0):
                             m.d.comb += pixel_synops.eq(1)
                 with m.If(load_index >= n_in):
                     m.d.sync += load_index.eq(load_index + 1)
