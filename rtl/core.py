@@ -683,13 +683,18 @@ class NetworkCore(wiring.Component):
         delayed = chain[-1]
         result_neuron, result_addr = place(delayed, "result")
         result_lane = delayed.local[:LP] if LP else Const(0)
-        # s⁻ and the Δs sum are read a cycle before the result needs them, at the neuron then at the stage
-        # before the last (not carried from the request): the pass writes them for each neuron only at its
-        # result, and the next read of that neuron's words is a step away.
-        late_neuron, late_addr = place(chain[-2], "late")
+        # s⁻ and the Δs sum are read two cycles before the result needs them and registered (not carried from
+        # the request): the pass writes them for each neuron only at its result, and the next read of that
+        # neuron's words is a step away. The register keeps a memory output out of the increments' products.
+        late_neuron, late_addr = place(chain[-3], "late")
+        s_minus_now = Signal(state_shape, name="s_minus_late")
         if learning:
             m.d.comb += s_minus_mem[0].addr.eq(late_neuron)
-        summed_now = Array(read.data for read, _ in summed_banks or ())[result_lane] if summed_banks else None
+            m.d.sync += s_minus_now.eq(s_minus_mem[0].data)
+        summed_now = Signal(delta_shape, name="summed_late")
+        if summed_banks:
+            late_lane = chain[-2].local[:LP] if LP else Const(0)  # the neuron whose words are back
+            m.d.sync += summed_now.eq(Array(read.data for read, _ in summed_banks)[late_lane])
 
         # N6: the result; write back, list the spike, learn.
         result_valid = neuron.o.valid
@@ -727,7 +732,7 @@ class NetworkCore(wiring.Component):
             m.d.comb += [s_minus_mem[1].addr.eq(result_neuron), s_minus_mem[1].data.eq(out.s)]
             with m.If(result_valid & learn_enable & last_free):
                 m.d.comb += s_minus_mem[1].en.eq(1)
-            reference = Mux(last_free, out.s, s_minus_mem[0].data)
+            reference = Mux(last_free, out.s, s_minus_now)
             difference = wire(m, out.s - reference, "s_difference")
             delta = wire(m, Mux(beta_negative, -difference, difference), "delta_s")
             # The increments Δs·η are registered as they leave the multipliers, then scaled, rounded and
