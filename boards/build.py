@@ -28,6 +28,7 @@ from poise.boards.top import BoardTop
 from poise.errors import PoiseError
 from poise.golden.bundle import load_bundle
 from poise.golden.integer import IntegerSpikingModel
+from poise.rtl.clash import ignore_collisions
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.implementation import GENERIC, Implementation
 from poise.rtl.single_port import drop_initial_contents
@@ -207,11 +208,15 @@ def build(board: str, bundle_path: Path | None, out: Path, say: Any = print, lan
     say(f"building {bundle.spec.arch} with {profile.soc.lanes} lanes for the {board} ({platform.device}) at "
         f"{profile.soc.clock_hz / 1e6:g} MHz in {out}: synthesis, place and route, packing")
     started = time.perf_counter()
+    # No logic to define the word read on a collision in the memories whose used reads never collide.
+    after_read = [ignore_collisions()]
     options = {}
     if "iCE40" in platform.device:  # the UP5K's SB_MAC16 multipliers; W₀ in its SPRAM, which has no initial contents
         options["synth_opts"] = "-dsp"
         if profile.soc.implementation.single_port_w0:
-            options.update(synth_opts="-dsp -spram", script_after_read=drop_initial_contents())
+            options["synth_opts"] = "-dsp -spram"
+            after_read.append(drop_initial_contents())
+    options["script_after_read"] = "\n".join(after_read)
     try:
         platform.build(BoardTop(soc), name="top", build_dir=str(out), do_program=False, **options,
                        # Timing is judged by the report (PASS/FAIL with the numbers), not by nextpnr's exit status.

@@ -25,13 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Shape, ShapeCastable, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, ShapeCastable, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from poise.errors import PoiseError
 from poise.golden.integer import MAX_LR_SHIFT
+from poise.rtl.clash import clash, unclashed
 from poise.rtl.geometry import CoreGeometry
 from poise.rtl.implementation import GENERIC, Implementation
 from poise.rtl.lfsr import LeapLfsr
@@ -59,6 +60,10 @@ from poise.rtl.synapse import (
 )
 
 COUNTER_BITS = 32
+CLASH_LAYOUT = data.StructLayout({name: 1 for name in (
+    "u", "drive", "summed", "inc_down", "inc_up", "v", "s", "phi", "bias", "s_minus", "pixels", "lists", "input_phi")})
+"""The ``clash`` port: per memory marked :data:`~poise.rtl.clash.UNCLASHED`, whether a read whose word was used
+has met a write to its address since reset (which simulation must never show; see :mod:`poise.rtl.clash`)."""
 
 
 def command_layout(geometry: CoreGeometry) -> data.StructLayout:
@@ -179,6 +184,7 @@ class NetworkCore(wiring.Component):
             "parameter_request": In(stream.Signature(parameter_request_layout(geometry))),
             "parameter_response": Out(stream.Signature(parameter_response_layout(geometry))),
             "trace": Out(wiring.Signature({"valid": Out(1), "payload": Out(trace_layout(geometry))})),
+            "clash": Out(CLASH_LAYOUT),
         })
 
     # -- static structure -----------------------------------------------------------------------------------
@@ -244,12 +250,18 @@ class NetworkCore(wiring.Component):
                 banks.append((mem.read_port(transparent_for=(write,)), write))
             weight_banks.append(banks)
 
-        def neuron_banks(name: str, shape: Shape, depth: int) -> list[tuple]:
+        # The engine reads a target word two cycles after an earlier write of it (one cycle after is
+        # forwarded) only when a layer it adds into has at most two words: then u and the drive stay transparent.
+        target_words = [geometry.words(seg.layer) if seg.kind == "row" else -(-geometry.layers[seg.layer] // P)
+                        for seg in accumulate_segments + drive_segments]
+        engine_rereads = min(target_words, default=3) <= 2
+
+        def neuron_banks(name: str, shape: Shape, depth: int, transparent: bool = False) -> list[tuple]:
             banks = []
             for bank in range(P):
-                mem = memory(f"{name}_bank{bank}", shape, depth)
+                mem = memory(f"{name}_bank{bank}" if transparent else unclashed(f"{name}_bank{bank}"), shape, depth)
                 write = mem.write_port()
-                banks.append((mem.read_port(transparent_for=(write,)), write))
+                banks.append((mem.read_port(transparent_for=(write,) if transparent else ()), write))
             return banks
 
         u_shape = signed(geometry.accumulator_bits)
@@ -257,16 +269,15 @@ class NetworkCore(wiring.Component):
         drive_shape = signed(geometry.drive_bits)
         delta_shape = signed(geometry.summed_bits)
         first_depth = -(-sizes[0] // P)
-        u_banks = neuron_banks("u", u_shape, geometry.neuron_depth)
+        u_banks = neuron_banks("u", u_shape, geometry.neuron_depth, engine_rereads)
         inc_down = neuron_banks("inc_down", increment_shape, geometry.neuron_depth) if learning else None
         inc_up = neuron_banks("inc_up", increment_shape, geometry.neuron_depth) if learning and L > 1 else None
-        drive_banks = None if spike_input else neuron_banks("drive", drive_shape, first_depth)
+        drive_banks = None if spike_input else neuron_banks("drive", drive_shape, first_depth, engine_rereads)
         summed_banks = None if spike_input or not learning else neuron_banks("summed", delta_shape, first_depth)
 
         def neuron_memory(name: str, shape: Shape, init: object = ()) -> tuple:
-            mem = memory(name, shape, N, init)
-            write = mem.write_port()
-            return mem.read_port(transparent_for=(write,)), write
+            mem = memory(unclashed(name), shape, N, init)
+            return mem.read_port(), mem.write_port()
 
         v_mem = neuron_memory("v", signed(fixed.decoded.width))
         s_mem = neuron_memory("s", state_shape)
@@ -274,7 +285,7 @@ class NetworkCore(wiring.Component):
         bias_mem = neuron_memory("bias", signed(fixed.bias.width), self.bias_image)
         s_minus_mem = neuron_memory("s_minus", state_shape) if learning else None
 
-        pixel_mem = memory("pixels", pixel_shape, n_in)
+        pixel_mem = memory(unclashed("pixels"), pixel_shape, n_in)
         pixel_write, pixel_read = pixel_mem.write_port(), pixel_mem.read_port()
         lists: dict = {}  # source -> (read port, write port, count register, capacity)
         list_sources = [*range(L)] + (["input"] if spike_input else [])
@@ -283,11 +294,11 @@ class NetworkCore(wiring.Component):
             shape = unsigned(max(capacity - 1, 1).bit_length())
             # The input list has two halves: the encode pass of step t fills one while the accumulate pass of
             # step t reads the other, filled at step t − 1.
-            mem = memory(f"list_{source}", shape, 2 * capacity if source == "input" else capacity)
+            mem = memory(unclashed(f"list_{source}"), shape, 2 * capacity if source == "input" else capacity)
             lists[source] = (mem.read_port(), mem.write_port(),
                              Signal(range(capacity + 1), name=f"count_{source}"), capacity)
         if spike_input:
-            input_phi = memory("input_phi", signed(fixed.encoder.width), n_in)
+            input_phi = memory(unclashed("input_phi"), signed(fixed.encoder.width), n_in)
             input_phi_write, input_phi_read = input_phi.write_port(), input_phi.read_port()
 
         # -- image registers and counters -----------------------------------------------------------------
@@ -640,11 +651,12 @@ class NetworkCore(wiring.Component):
             m.d.comb += [request.lam.eq(rom.lam), request.inv_lam.eq(rom.inv_lam)]
         # Beside the pipeline travel the neuron's place (its index and bank address follow from it) and, for
         # the trace, u and the old s (a board leaves the trace unconnected and synthesis drops them).
-        side_layout = data.StructLayout({"span": range(L), "local": local.shape(), "s_old": state_shape,
+        # (``valid`` only for the clash check.)
+        side_layout = data.StructLayout({"valid": 1, "span": range(L), "local": local.shape(), "s_old": state_shape,
                                          "u": signed(fixed.accumulator.width)})
         side = Signal(side_layout, name="side")
-        m.d.comb += [side.span.eq(at_request.span), side.local.eq(at_request.local), side.s_old.eq(s_mem[0].data),
-                     side.u.eq(u_saturated)]
+        m.d.comb += [side.valid.eq(request_valid), side.span.eq(at_request.span), side.local.eq(at_request.local),
+                     side.s_old.eq(s_mem[0].data), side.u.eq(u_saturated)]
         span_start = Array(Const(start, range(N + 1)) for start in spans)
 
         def place(view: data.View, name: str) -> tuple[Signal, Signal]:
@@ -978,4 +990,36 @@ class NetworkCore(wiring.Component):
                              self.parameter_response.payload.error.eq(parameter_error)]
                 with m.If(self.parameter_response.ready):
                     m.next = "IDLE"
+
+        # -- the clash check (simulation): no used read of an unclashed memory meets a write to its address --
+        pass_read = neuron_run & (neuron_index < N)  # the neuron pass reads this neuron's words
+        engine_read = ~neuron_run & issued.valid  # the engine reads its target's words (every bank)
+        reading_lane = local[:LP] if LP else Const(0)
+        late = chain[-3]
+        late_lane = late.local[:LP] if LP else Const(0)
+        clashes: dict[str, list[Value]] = {name: [] for name in CLASH_LAYOUT.members}
+        watched_banks = {"u": (u_banks, not engine_rereads), "drive": (drive_banks, not engine_rereads),
+                       "inc_down": (inc_down, True), "inc_up": (inc_up, True)}
+        for name, (banks, watched) in watched_banks.items():
+            for r, (read, write) in enumerate(banks if watched and banks else ()):
+                clashes[name].append(clash(read.addr, write, (pass_read & (reading_lane == r)) | engine_read))
+        for r, (read, write) in enumerate(summed_banks or ()):
+            clashes["summed"].append(
+                clash(read.addr, write, Mux(neuron_run, late.valid & (late_lane == r), issued.valid)))
+        for name, (read, write) in (("v", v_mem), ("s", s_mem), ("phi", phi_mem)):
+            clashes[name].append(clash(read.addr, write, pass_read))
+        clashes["bias"].append(clash(bias_mem[0].addr, bias_mem[1], pass_read | (host_access & ~parameter.write)))
+        if learning:
+            clashes["s_minus"].append(clash(s_minus_mem[0].addr, s_minus_mem[1], late.valid))
+        clashes["pixels"].append(clash(pixel_read.addr, pixel_write, encode_run if spike_input else engine_run))
+        for read, write, _, _ in lists.values():
+            clashes["lists"].append(clash(read.addr, write, engine_run))
+        if spike_input:
+            clashes["input_phi"].append(clash(input_phi_read.addr, input_phi_write, encode_run & (pixel_index < n_in)))
+        clashed = Signal(CLASH_LAYOUT, name="clashed")
+        for name, found in clashes.items():
+            if found:
+                with m.If(Cat(*found).any()):
+                    m.d.sync += getattr(clashed, name).eq(1)
+        m.d.comb += self.clash.eq(clashed)
         return m

@@ -26,6 +26,7 @@ from poise.golden.fixed import FixedPointSpec
 from poise.golden.integer import TRACED, IntegerSpikingModel, Trace
 from poise.golden.spec import NetworkSpec
 from poise.rtl.core import (
+    CLASH_LAYOUT,
     command_layout,
     parameter_request_layout,
     parameter_response_layout,
@@ -223,7 +224,15 @@ class CocotbCore:
         dut.result__ready.value = 1
         await FallingEdge(dut.clk)
         dut.result__ready.value = 0
+        self.check_clash()
         return result, words
+
+    def check_clash(self) -> None:
+        """Fail if a used read of a memory marked unclashed has met a write to its address since reset: on a
+        board that read is undefined (:mod:`poise.rtl.clash`)."""
+        flags = CLASH_LAYOUT.from_bits(self.dut.clash.value.to_unsigned())
+        clashed = [name for name in CLASH_LAYOUT.members if getattr(flags, name)]
+        assert not clashed, f"a used read met a write to its address in the memories {', '.join(clashed)}"
 
     async def access(self, *, layer: int, row: int = 0, col: int, bias: bool = False, value: int | None = None
                      ) -> tuple[int, bool]:
@@ -242,6 +251,7 @@ class CocotbCore:
                 view = self.response.from_bits(dut.parameter_response__payload.value.to_unsigned())
                 await FallingEdge(dut.clk)
                 dut.parameter_response__ready.value = 0
+                self.check_clash()
                 return int(view.value), bool(view.error)
             await FallingEdge(dut.clk)
         raise AssertionError("no parameter response within 100 cycles")

