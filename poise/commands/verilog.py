@@ -162,7 +162,9 @@ def memory_images(geometry: Any, core: Any) -> list[MemoryImage]:
     images = [MemoryImage(f"w{layer}_bank{bank}.hex", f"w{layer}_bank{bank}", "weights", fixed.weight.width, True,
                           banks[bank])
               for layer, banks in enumerate(core.weight_images) for bank in range(geometry.lanes)]
-    images.append(MemoryImage("bias.hex", "bias", "bias", fixed.bias.width, True, core.bias_image))
+    from poise.rtl.clash import unclashed
+
+    images.append(MemoryImage("bias.hex", unclashed("bias"), "bias", fixed.bias.width, True, core.bias_image))
     shapes = words_layout(fixed).members
     for word in word_names(fixed):
         table = ROMS[word]  # "epsilon_rom", "lambda_rom", "inv_lambda_rom"
