@@ -220,6 +220,10 @@ class NetworkCore(wiring.Component):
         def rs(value: Value, amount: int) -> Value:
             return round_shift(value, amount, fixed.rounding)
 
+        def neuron_lane(local_index: Value) -> Value:
+            """The neuron bank (and lane) of the neuron at ``local_index`` in its layer."""
+            return local_index[:LP] if LP else Const(0)
+
         def memory(name: str, shape: Shape | ShapeCastable, depth: int, init: object = ()) -> Memory:
             mem = Memory(shape=shape, depth=max(depth, 1), init=[int(value) for value in init],
                          attrs=self.implementation.memory_attrs(shape, max(depth, 1)))
@@ -626,7 +630,7 @@ class NetworkCore(wiring.Component):
             at_request.neuron.eq(neuron_index), at_request.span.eq(span), at_request.local.eq(local),
             at_request.addr.eq(neuron_addr),
         ]
-        request_lane = at_request.local[:LP] if LP else Const(0)
+        request_lane = neuron_lane(at_request.local)
         u_now = Array(read.data for read, _ in u_banks)[request_lane]
         u_saturated = saturate(m, u_now, fixed.accumulator, "u_saturated")
         bias_now = bias_mem[0].data
@@ -694,19 +698,20 @@ class NetworkCore(wiring.Component):
             chain.append(following)
         delayed = chain[-1]
         result_neuron, result_addr = place(delayed, "result")
-        result_lane = delayed.local[:LP] if LP else Const(0)
+        result_lane = neuron_lane(delayed.local)
         # s⁻ and the Δs sum are read two cycles before the result needs them and registered (not carried from
         # the request): the pass writes them for each neuron only at its result, and the next read of that
         # neuron's words is a step away. The register keeps a memory output out of the increments' products.
-        late_neuron, late_addr = place(chain[-3], "late")
+        late = chain[-3]
+        late_neuron, late_addr = place(late, "late")
         if learning:
             s_minus_now = Signal(state_shape, name="s_minus_late")
             m.d.comb += s_minus_mem[0].addr.eq(late_neuron)
             m.d.sync += s_minus_now.eq(s_minus_mem[0].data)
         if summed_banks is not None:
             summed_now = Signal(delta_shape, name="summed_late")
-            late_lane = chain[-2].local[:LP] if LP else Const(0)  # the neuron whose words are back
-            m.d.sync += summed_now.eq(Array(read.data for read, _ in summed_banks)[late_lane])
+            back_lane = neuron_lane(chain[-2].local)  # the neuron whose words are back
+            m.d.sync += summed_now.eq(Array(read.data for read, _ in summed_banks)[back_lane])
 
         # N6: the result; write back, list the spike, learn.
         result_valid = neuron.o.valid
@@ -994,12 +999,10 @@ class NetworkCore(wiring.Component):
         # -- the clash check (simulation): no used read of an unclashed memory meets a write to its address --
         pass_read = neuron_run & (neuron_index < N)  # the neuron pass reads this neuron's words
         engine_read = ~neuron_run & issued.valid  # the engine reads its target's words (every bank)
-        reading_lane = local[:LP] if LP else Const(0)
-        late = chain[-3]
-        late_lane = late.local[:LP] if LP else Const(0)
+        reading_lane, late_lane = neuron_lane(local), neuron_lane(late.local)
         clashes: dict[str, list[Value]] = {name: [] for name in CLASH_LAYOUT.members}
         watched_banks = {"u": (u_banks, not engine_rereads), "drive": (drive_banks, not engine_rereads),
-                       "inc_down": (inc_down, True), "inc_up": (inc_up, True)}
+                         "inc_down": (inc_down, True), "inc_up": (inc_up, True)}
         for name, (banks, watched) in watched_banks.items():
             for r, (read, write) in enumerate(banks if watched and banks else ()):
                 clashes[name].append(clash(read.addr, write, (pass_read & (reading_lane == r)) | engine_read))

@@ -156,14 +156,13 @@ def memory_images(geometry: Any, core: Any) -> list[MemoryImage]:
     memory map, then the schedule ROMs, in the shapes of the ROM words in ``poise.rtl.schedule``."""
     from amaranth.hdl import Shape
 
+    from poise.rtl.clash import unclashed
     from poise.rtl.schedule import ROMS, word_names, words_layout
 
     fixed = geometry.fixed
     images = [MemoryImage(f"w{layer}_bank{bank}.hex", f"w{layer}_bank{bank}", "weights", fixed.weight.width, True,
                           banks[bank])
               for layer, banks in enumerate(core.weight_images) for bank in range(geometry.lanes)]
-    from poise.rtl.clash import unclashed
-
     images.append(MemoryImage("bias.hex", unclashed("bias"), "bias", fixed.bias.width, True, core.bias_image))
     shapes = words_layout(fixed).members
     for word in word_names(fixed):
